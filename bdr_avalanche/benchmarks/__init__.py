@@ -1,0 +1,5 @@
+"""Class-incremental benchmark streams."""
+
+from .digits import split_digits
+
+__all__ = ["split_digits"]

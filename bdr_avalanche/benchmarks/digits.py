@@ -1,0 +1,75 @@
+"""Class-incremental split of scikit-learn's bundled ``digits`` images.
+
+1797 real 8x8 grey-scale handwritten digits shipped inside scikit-learn:
+no download, small enough to run a whole LUCIR/CwD/BDR comparison on a CPU
+in a few minutes. The default is 4 base classes then 3 experiences of 2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from avalanche.benchmarks import nc_benchmark
+from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
+from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torchvision.transforms import v2
+
+from .._utils import check_positive_int
+
+__all__ = ["split_digits"]
+
+NUM_CLASSES = 10
+
+
+def split_digits(
+    n_base: int = 4,
+    increment: int = 2,
+    seed: int = 1993,
+    test_size: float = 1 / 3,
+    augment: bool = True,
+) -> NCScenario:
+    """The ``digits`` benchmark: ``n_base`` classes, then experiences of
+    ``increment`` classes.
+
+    The class order is ``numpy.random.RandomState(seed).permutation(10)``
+    (the iCaRL convention) and class ids are remapped to arrival order, as
+    LUCIR's cosine head requires. Train and test sets are a stratified
+    split. Images are scaled to [0, 1] and standardised with the training
+    mean and std; with ``augment``, training images are randomly shifted by
+    up to one pixel.
+    """
+    check_positive_int("n_base", n_base)
+    check_positive_int("increment", increment)
+    if (NUM_CLASSES - n_base) % increment != 0:
+        raise ValueError(
+            f"n_base + k * increment must equal {NUM_CLASSES} classes; got "
+            f"n_base={n_base}, increment={increment}"
+        )
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels
+    )
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+
+    def make(idx: np.ndarray, transform):
+        x, y = images[idx], labels[idx]
+        return _make_taskaware_tensor_classification_dataset(
+            x, y, targets=y.tolist(), task_labels=0, transform=transform
+        )
+
+    train_transform = v2.RandomCrop(8, padding=1) if augment else None
+    order = np.random.RandomState(seed).permutation(NUM_CLASSES).tolist()
+    return nc_benchmark(
+        make(train_idx, train_transform),
+        make(test_idx, None),
+        n_experiences=1 + (NUM_CLASSES - n_base) // increment,
+        task_labels=False,
+        fixed_class_order=order,
+        per_exp_classes={0: n_base},
+        class_ids_from_zero_from_first_exp=True,
+    )

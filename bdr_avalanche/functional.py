@@ -1,0 +1,227 @@
+"""Pure tensor functions behind LUCIR, CwD, BDR and herding.
+
+Every function here is side-effect free and works on batched tensors with
+no Python loop over samples and no host synchronisation (no ``.item()``,
+no data-dependent shapes), so the plugins can call them at every training
+step on any device. Notation follows ``ALGORITHMS.md``: ``K`` classes,
+``d``-dimensional penultimate features ``f(x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "bdr_log_prior",
+    "class_statistics",
+    "update_class_statistics",
+    "class_wise_decorrelation_loss",
+    "less_forget_loss",
+    "margin_ranking_loss",
+    "herding_select",
+]
+
+#: Added inside the logarithm of the BDR prior, as in the paper's code.
+PRIOR_EPS = 1e-12
+#: Lower bound on a class scatter, so a class whose features coincide gets a
+#: large but finite inverse scatter instead of ``inf``.
+SCATTER_EPS = 1e-12
+#: Added to the per-dimension variance in CwD's standardisation.
+CWD_VAR_EPS = 1e-8
+
+
+def bdr_log_prior(
+    class_counts: Tensor, class_scatter: Tensor, m: float, tau: float = 1.0
+) -> Tensor:
+    r"""BDR's per-class logit prior ``pi`` (Zhou et al., 2023).
+
+    .. math::
+        \psi_k = \frac{n_k}{\sum_j n_j}, \qquad
+        \omega_k = \frac{1 / v_k}{\sum_j 1 / v_j}, \qquad
+        \pi_k = \log\big((m\,\psi_k + (1 - m)\,\omega_k)^{\tau} + 10^{-12}\big)
+
+    Classes with no sample (``n_k = 0``) have no scatter: their ``psi`` and
+    ``omega`` are 0, so their prior is ``log(1e-12)``, which removes them from
+    the training softmax. Scatters are clamped at ``SCATTER_EPS`` so a class
+    with zero scatter stays finite. Computed in float32 whatever the input
+    dtype.
+
+    :param class_counts: ``(K,)`` number of training samples of each class.
+    :param class_scatter: ``(K,)`` mean squared distance of each class's
+        features to its centre.
+    :param m: weight of the frequency term ``psi`` (``m1`` at the start of a
+        phase, ``m2`` during it), in [0, 1].
+    :param tau: exponent applied to the mixture.
+    :return: ``(K,)`` float32 log-prior to add to the logits.
+    """
+    counts = class_counts.float()
+    present = counts > 0
+    psi = counts / counts.sum().clamp_min(1.0)
+    inv_scatter = torch.where(
+        present, class_scatter.float().clamp_min(SCATTER_EPS).reciprocal(), 0.0
+    )
+    omega = inv_scatter / inv_scatter.sum().clamp_min(torch.finfo(torch.float32).tiny)
+    mixture = m * psi + (1.0 - m) * omega
+    return torch.log(mixture.pow(tau) + PRIOR_EPS)
+
+
+def class_statistics(
+    features: Tensor, targets: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class count, centre and scatter of a set of features.
+
+    :param features: ``(N, d)`` features.
+    :param targets: ``(N,)`` integer labels in ``[0, num_classes)``.
+    :param num_classes: ``K``.
+    :return: ``counts (K,)`` (float), ``centres (K, d)`` and
+        ``scatters (K,)`` with ``scatter_k = mean_i ||f_i - mu_k||^2``; all
+        zero for an absent class.
+    """
+    features = features.float()
+    counts = features.new_zeros(num_classes).index_add_(
+        0, targets, features.new_ones(targets.shape[0])
+    )
+    denom = counts.clamp_min(1.0)
+    sums = features.new_zeros(num_classes, features.shape[1])
+    centres = sums.index_add_(0, targets, features) / denom[:, None]
+    sq_dist = (features - centres[targets]).pow(2).sum(dim=1)
+    scatters = features.new_zeros(num_classes).index_add_(0, targets, sq_dist) / denom
+    return counts, centres, scatters
+
+
+def update_class_statistics(
+    phase_counts: Tensor,
+    centres: Tensor,
+    scatters: Tensor,
+    batch_features: Tensor,
+    batch_targets: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Blend running class centres and scatters with one batch (BDR).
+
+    For every class with ``b_k >= 2`` samples in the batch, the stored value
+    is weighted by ``N_k / (N_k + b_k)`` and the batch value by
+    ``b_k / (N_k + b_k)``, ``N_k`` being the class's count in the phase.
+    Classes with fewer than two samples in the batch (no scatter can be
+    measured) keep their statistics.
+
+    :return: the new ``centres (K, d)`` and ``scatters (K,)`` (new tensors).
+    """
+    num_classes = centres.shape[0]
+    b_counts, b_centres, b_scatters = class_statistics(
+        batch_features.detach(), batch_targets, num_classes
+    )
+    weight = b_counts / (phase_counts.float() + b_counts).clamp_min(1.0)
+    weight = torch.where(b_counts >= 2, weight, 0.0)
+    new_centres = torch.lerp(centres, b_centres, weight[:, None])
+    new_scatters = torch.lerp(scatters, b_scatters, weight)
+    return new_centres, new_scatters
+
+
+def class_wise_decorrelation_loss(
+    features: Tensor, targets: Tensor, reject_threshold: int = 1
+) -> Tensor:
+    r"""CwD's class-wise decorrelation loss (Shi et al., CVPR 2022).
+
+    Features are L2-normalised. For each class ``c`` with more than
+    ``reject_threshold`` samples, each dimension is standardised within the
+    class (mean 0, divided by ``sqrt(var + 1e-8)``, unbiased variance), the
+    ``d x d`` matrix :math:`C_c = X_c^\top X_c` is formed and the mean of its
+    squared off-diagonal entries is taken. The terms are summed over classes
+    and divided by the number of samples of the contributing classes.
+
+    The class loop is replaced by the ``N x N`` same-class mask ``S`` (so
+    the number of classes need not be known, and nothing waits on the
+    device): per-sample class statistics are ``S @ x``, and
+    :math:`\|X_c^\top X_c\|_F^2 = \|X_c X_c^\top\|_F^2` turns the
+    off-diagonal sum into the squared Gram matrix on same-class pairs minus
+    the squared per-class diagonals.
+
+    :param features: ``(N, d)`` penultimate features, ``d >= 2``.
+    :param targets: ``(N,)`` integer labels.
+    :param reject_threshold: classes with at most this many samples in the
+        batch are skipped (at least 1: one sample has no variance).
+    :return: scalar loss (0 when no class qualifies).
+    """
+    d = features.shape[1]
+    x = F.normalize(features.float(), dim=1)
+    same = (targets[:, None] == targets[None, :]).to(x.dtype)
+    count = same.sum(dim=1)  # size of each sample's class in the batch
+    centred = x - (same @ x) / count[:, None]
+    var = (same @ centred.pow(2)) / (count - 1.0).clamp_min(1.0)[:, None]
+    valid = (count > reject_threshold).to(x.dtype)
+    z = centred / torch.sqrt(var + CWD_VAR_EPS) * valid[:, None]
+
+    frobenius = ((z @ z.T).pow(2) * same).sum()
+    class_diagonals = same @ z.pow(2)  # row i: diag(C_c) of i's class
+    diagonal = (class_diagonals.pow(2).sum(dim=1) / count).sum()
+    n_valid = valid.sum().clamp_min(1.0)
+    return (frobenius - diagonal) / (d * (d - 1)) / n_valid
+
+
+def less_forget_loss(features: Tensor, old_features: Tensor) -> Tensor:
+    r"""LUCIR's less-forget term without its weight:
+    :math:`\frac{1}{N}\sum_i \big(1 - \cos(f(x_i), f_{old}(x_i))\big)`.
+
+    ``old_features`` come from the frozen previous model and are detached.
+    """
+    cosine = F.cosine_similarity(features, old_features.detach(), dim=1)
+    return (1.0 - cosine).mean()
+
+
+def margin_ranking_loss(
+    scores: Tensor,
+    targets: Tensor,
+    num_old_classes: int,
+    margin: float = 0.5,
+    k: int = 2,
+) -> Tensor:
+    r"""LUCIR's inter-class separation (margin ranking) loss.
+
+    For every sample of an old class (``target < num_old_classes``), the
+    ground-truth cosine score is compared with the ``k`` highest new-class
+    scores: :math:`\max(0, \text{margin} - s_{gt} + s_{new})`, averaged over
+    all such (sample, hard new class) pairs. Zero when the batch has no
+    old-class sample.
+
+    :param scores: ``(N, K)`` cosine scores, i.e. logits *without* the scale.
+    :param targets: ``(N,)`` labels; classes ``[num_old_classes, K)`` are new.
+    :param k: number of hard new classes, at most ``K - num_old_classes``.
+    """
+    gt = scores.gather(1, targets[:, None])
+    hard_new = scores[:, num_old_classes:].topk(k, dim=1).values
+    hinge = F.relu(margin - gt + hard_new)
+    is_old = (targets < num_old_classes).to(hinge.dtype)
+    return (hinge * is_old[:, None]).sum() / (is_old.sum() * k).clamp_min(1.0)
+
+
+def herding_select(features: Tensor, m: int) -> Tensor:
+    """iCaRL herding: indices of ``m`` samples whose running mean tracks the
+    mean of ``features``, in pick order.
+
+    At step ``j`` the sample ``i`` minimising
+    ``||mu - (S_j + f_i) / (j + 1)||`` is picked, ``S_j`` being the sum of
+    the picked features; a sample is picked at most once and the loop stops
+    after ``m`` picks (``min(m, N)``). Callers pass L2-normalised features.
+
+    :param features: ``(N, d)`` features of one class.
+    :param m: number of samples to pick.
+    :return: ``(min(m, N),)`` int64 indices.
+    """
+    n = features.shape[0]
+    m = min(m, n)
+    x = features.float()
+    mean = x.mean(dim=0)
+    picked_sum = torch.zeros_like(mean)
+    available = torch.ones(n, dtype=torch.bool, device=x.device)
+    picks = torch.empty(m, dtype=torch.long, device=x.device)
+    for step in range(m):
+        candidates = (picked_sum + x) / (step + 1)
+        distances = (candidates - mean).pow(2).sum(dim=1)
+        distances = distances.masked_fill(~available, float("inf"))
+        best = distances.argmin()
+        picks[step] = best
+        available[best] = False
+        picked_sum = picked_sum + x[best]
+    return picks

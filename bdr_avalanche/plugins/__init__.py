@@ -1,0 +1,8 @@
+"""Avalanche plugins for LUCIR, CwD, BDR and concatenated replay."""
+
+from .bdr import BDRPlugin
+from .cwd import CwDPlugin
+from .lucir import LUCIRPlugin
+from .replay import ConcatReplayPlugin
+
+__all__ = ["BDRPlugin", "ConcatReplayPlugin", "CwDPlugin", "LUCIRPlugin"]

@@ -1,0 +1,60 @@
+"""Class-wise decorrelation, CwD (Shi et al., CVPR 2022)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from avalanche.training.plugins import SupervisedPlugin
+from torch import Tensor
+
+from .._utils import FeatureRecorder, check_non_negative, check_positive_int
+from ..functional import class_wise_decorrelation_loss
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["CwDPlugin"]
+
+
+class CwDPlugin(SupervisedPlugin):
+    r"""Adds :math:`\eta\,L_{cwd}` to the loss of the *first* training
+    experience only: :math:`L_{cwd}` decorrelates the dimensions of the
+    penultimate features within each class of the batch (see
+    :func:`~bdr_avalanche.functional.class_wise_decorrelation_loss`), which
+    spreads the base classes' representation over more directions and makes
+    later phases forget less.
+
+    :param coef: the weight :math:`\eta` (0.5 in the paper).
+    :param reject_threshold: classes with at most this many samples in a
+        batch are skipped.
+    :param feature_layer: submodule whose output is the feature vector.
+    """
+
+    def __init__(
+        self, coef: float = 0.5, reject_threshold: int = 1, feature_layer: str = "backbone"
+    ) -> None:
+        super().__init__()
+        self.coef = check_non_negative("coef", coef)
+        self.reject_threshold = check_positive_int("reject_threshold", reject_threshold)
+        self.last_loss: Tensor | None = None
+        """The last step's weighted CwD term."""
+        self._features = FeatureRecorder(feature_layer)
+        self._active = False
+
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        self._active = strategy.clock.train_exp_counter == 0
+        if self._active:
+            self._features.attach(strategy.model)
+
+    def before_backward(self, strategy: SupervisedTemplate, **kwargs):
+        if not self._active:
+            return
+        loss = self.coef * class_wise_decorrelation_loss(
+            self._features.get(), strategy.mb_y, self.reject_threshold
+        )
+        self.last_loss = loss.detach()
+        strategy.loss += loss
+
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        self._active = False
+        self._features.detach()

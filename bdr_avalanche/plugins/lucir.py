@@ -1,0 +1,124 @@
+"""LUCIR's less-forget and margin-ranking losses (Hou et al., CVPR 2019)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from torch import Tensor, nn
+
+from .._utils import (
+    FeatureRecorder,
+    check_non_negative,
+    check_positive_int,
+    frozen_copy,
+    get_submodule,
+)
+from ..functional import less_forget_loss, margin_ranking_loss
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["LUCIRPlugin"]
+
+
+class LUCIRPlugin(SupervisedPlugin):
+    r"""Adds LUCIR's two distillation terms to the loss of every experience
+    after the first:
+
+    .. math::
+        L = L_{task} + \lambda\,\frac{1}{N}\sum_i\big(1 - \cos(f(x_i), f_{old}(x_i))\big)
+          + w_{mr}\,L_{mr}, \qquad
+        \lambda = \lambda_{base}\sqrt{K_{old} / K_{new}}
+
+    where :math:`f_{old}` is a frozen copy of the model taken at the end of
+    the previous experience, and :math:`L_{mr}` is the margin ranking loss
+    of :func:`~bdr_avalanche.functional.margin_ranking_loss` on the cosine
+    scores (logits divided by the head's scale ``sigma``).
+
+    The model must have a cosine head (``head_layer``) with ``sigma`` and
+    ``num_classes``, such as :class:`~bdr_avalanche.models.CosineIncrementalClassifier`,
+    and class ids in order of arrival. The rest of LUCIR (the cosine head,
+    frozen old rows, no last ReLU, replay) is the model's and the
+    strategy's job: see :class:`~bdr_avalanche.LUCIR`.
+
+    :param lambda_base: base weight of the less-forget term (5 for CIFAR,
+        10 for ImageNet in the paper).
+    :param margin: margin of the ranking loss.
+    :param k: number of hard new classes per old-class sample; must not
+        exceed the number of new classes of an experience.
+    :param mr_weight: weight of the margin ranking loss.
+    :param feature_layer: submodule whose output is the feature vector.
+    :param head_layer: submodule that is the cosine classifier.
+    """
+
+    def __init__(
+        self,
+        lambda_base: float = 5.0,
+        margin: float = 0.5,
+        k: int = 2,
+        mr_weight: float = 1.0,
+        feature_layer: str = "backbone",
+        head_layer: str = "head",
+    ) -> None:
+        super().__init__()
+        self.lambda_base = check_non_negative("lambda_base", lambda_base)
+        self.margin = check_non_negative("margin", margin)
+        self.k = check_positive_int("k", k)
+        self.mr_weight = check_non_negative("mr_weight", mr_weight)
+        self.head_layer = head_layer
+        self.old_model: nn.Module | None = None
+        self.num_old_classes = 0
+        self.lambda_: float = 0.0
+        """Adaptive less-forget weight of the current experience."""
+        self.last_losses: dict[str, Tensor] = {}
+        """The last step's ``less_forget`` and ``margin_ranking`` terms."""
+        self._features = FeatureRecorder(feature_layer)
+        self._old_features = FeatureRecorder(feature_layer)
+
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        if self.old_model is None:
+            return
+        head = self._head(strategy.model)
+        num_new = head.num_classes - self.num_old_classes
+        if num_new < 1:
+            raise ValueError("LUCIR: this experience brings no new class")
+        if self.k > num_new:
+            raise ValueError(
+                f"k must be in [1, {num_new}] (the number of new classes of "
+                f"this experience), got {self.k}"
+            )
+        self.lambda_ = self.lambda_base * math.sqrt(self.num_old_classes / num_new)
+        self._features.attach(strategy.model)
+        self._old_features.attach(self.old_model.to(strategy.device))
+
+    def before_backward(self, strategy: SupervisedTemplate, **kwargs):
+        if self.old_model is None:
+            return
+        with torch.no_grad():
+            self.old_model(strategy.mb_x)
+        features = self._features.get()
+        lf = self.lambda_ * less_forget_loss(features, self._old_features.get())
+        scores = strategy.mb_output / self._head(strategy.model).sigma
+        mr = self.mr_weight * margin_ranking_loss(
+            scores, strategy.mb_y, self.num_old_classes, self.margin, self.k
+        )
+        self.last_losses = {"less_forget": lf.detach(), "margin_ranking": mr.detach()}
+        strategy.loss += lf + mr
+
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.detach()
+        self._old_features.detach()
+        self.old_model = frozen_copy(strategy.model)
+        self.num_old_classes = self._head(strategy.model).num_classes
+
+    def _head(self, model: nn.Module) -> nn.Module:
+        head = get_submodule(model, self.head_layer, "head_layer")
+        if not hasattr(head, "sigma") or not hasattr(head, "num_classes"):
+            raise TypeError(
+                f"LUCIRPlugin needs a cosine head with `sigma` and `num_classes` at "
+                f"{self.head_layer!r}, got {type(head).__name__}"
+            )
+        return head

@@ -1,0 +1,101 @@
+"""The class-incremental evaluation protocol of the paper.
+
+After each training experience ``t`` the model is evaluated on the test
+data of experiences ``0..t`` (all classes seen so far, task-agnostic). This
+gives the accuracy matrix ``A[t, j]`` and the reported figures:
+
+- average incremental accuracy: mean over ``t`` of the accuracy on all test
+  images seen so far;
+- last accuracy: that accuracy after the last experience;
+- forgetting: mean over ``j < T - 1`` of ``A[j, j] - A[T - 1, j]``, the
+  definition of Avalanche's ``StreamForgetting``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from avalanche.evaluation.metrics import (
+    accuracy_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
+from avalanche.logging import BaseLogger
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["IncrementalResults", "make_evaluator", "train_and_evaluate"]
+
+_EXP_ACC = "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp{:03d}"
+_STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
+
+
+def make_evaluator(loggers: Sequence[BaseLogger] = ()) -> EvaluationPlugin:
+    """Avalanche metrics the protocol reads: per-experience and stream
+    accuracy and forgetting, plus the training loss."""
+    return EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        forgetting_metrics(experience=True, stream=True),
+        loss_metrics(epoch=True),
+        loggers=list(loggers),
+    )
+
+
+@dataclass
+class IncrementalResults:
+    """Accuracies (in [0, 1]) of a class-incremental run."""
+
+    accuracy_matrix: np.ndarray
+    """``(T, T)``; row ``t``: accuracy on each experience's test data after
+    training on experience ``t`` (NaN for experiences not yet seen)."""
+    seen_accuracy: list[float]
+    """Per phase, accuracy on the test data of all classes seen so far."""
+    metrics: list[dict] = field(default_factory=list)
+    """Avalanche's metric values after each evaluation."""
+
+    @property
+    def average_incremental_accuracy(self) -> float:
+        return float(np.mean(self.seen_accuracy))
+
+    @property
+    def last_accuracy(self) -> float:
+        return float(self.seen_accuracy[-1])
+
+    @property
+    def forgetting(self) -> float:
+        a = self.accuracy_matrix
+        if len(a) < 2:
+            return 0.0
+        return float(np.mean(np.diag(a)[:-1] - a[-1, :-1]))
+
+
+def train_and_evaluate(
+    strategy: SupervisedTemplate, benchmark, progress=None, **train_kwargs
+) -> IncrementalResults:
+    """Train on every experience of ``benchmark.train_stream`` and evaluate
+    on the seen part of ``benchmark.test_stream`` after each one.
+
+    The strategy's evaluator must compute experience and stream accuracy
+    (see :func:`make_evaluator`). ``progress`` (e.g. a ``tqdm`` bar) is
+    advanced once per experience.
+    """
+    num_exp = len(benchmark.train_stream)
+    matrix = np.full((num_exp, num_exp), np.nan)
+    seen, history = [], []
+    for t, experience in enumerate(benchmark.train_stream):
+        strategy.train(experience, eval_streams=[], **train_kwargs)
+        metrics = strategy.eval(benchmark.test_stream[: t + 1])
+        missing = [k for k in (_STREAM_ACC, _EXP_ACC.format(t)) if k not in metrics]
+        if missing:
+            raise KeyError(
+                f"the strategy's evaluator does not report {missing}; build it "
+                "with bdr_avalanche.protocol.make_evaluator()"
+            )
+        matrix[t, : t + 1] = [metrics[_EXP_ACC.format(j)] for j in range(t + 1)]
+        seen.append(float(metrics[_STREAM_ACC]))
+        history.append(dict(metrics))
+        if progress is not None:
+            progress.update(1)
+    return IncrementalResults(matrix, seen, history)

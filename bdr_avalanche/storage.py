@@ -1,0 +1,97 @@
+"""Herding exemplar memory with a fixed number of exemplars per class."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.benchmarks.utils.utils import concat_datasets
+from avalanche.training.storage_policy import ExemplarsBuffer
+from torch.utils.data import DataLoader
+
+from ._utils import FeatureRecorder, check_positive_int
+from .functional import herding_select
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["HerdingBuffer"]
+
+logger = logging.getLogger(__name__)
+
+
+class HerdingBuffer(ExemplarsBuffer):
+    """iCaRL herding memory keeping ``mem_per_class`` exemplars of every
+    class seen so far (LUCIR/BDR protocol: the memory grows with the classes).
+
+    After each training experience, the classes of that experience get their
+    exemplars from the experience's data: features of the ``feature_layer``
+    are extracted with the model in eval mode and the data's *eval*
+    transform, L2-normalised, and :func:`~bdr_avalanche.functional.herding_select`
+    picks ``mem_per_class`` of them (fewer if a class is smaller). Exemplars
+    of classes not in the experience are left unchanged. The stored samples
+    keep the dataset's transform groups, so they are augmented like the
+    rest of the training data.
+
+    ``max_size`` follows the memory: ``mem_per_class`` times the number of
+    classes stored. Use with Avalanche's replay as
+    ``ReplayPlugin(mem_size=buffer.max_size, storage_policy=buffer)``, or mix
+    it into the data with :class:`~bdr_avalanche.ConcatReplayPlugin`.
+
+    :param mem_per_class: exemplars per class (the paper: 20).
+    :param feature_layer: name of the model's submodule whose output is the
+        penultimate feature vector.
+    """
+
+    def __init__(self, mem_per_class: int = 20, feature_layer: str = "backbone"):
+        super().__init__(max_size=0)
+        self.mem_per_class = check_positive_int("mem_per_class", mem_per_class)
+        self.feature_layer = feature_layer
+        self.class_indices: dict[int, torch.Tensor] = {}
+        """Per class, indices of its exemplars in the experience dataset they
+        were picked from, in herding order."""
+        self._class_data: dict[int, AvalancheDataset] = {}
+
+    @property
+    def seen_classes(self) -> list[int]:
+        return sorted(self._class_data)
+
+    def post_adapt(self, agent_state: SupervisedTemplate, exp) -> None:
+        """Select exemplars for the classes of experience ``exp``."""
+        data = exp.dataset
+        loader = DataLoader(
+            data.eval(), batch_size=agent_state.eval_mb_size, shuffle=False
+        )
+        recorder = FeatureRecorder(self.feature_layer)
+        features, labels = recorder.extract(agent_state.model, loader, agent_state.device)
+        features = F.normalize(features.float(), dim=1)
+        for cls in torch.unique(labels).tolist():
+            members = torch.nonzero(labels == cls).flatten()
+            picks = members[herding_select(features[members], self.mem_per_class)]
+            self.class_indices[cls] = picks.cpu()
+            self._class_data[cls] = data.subset(picks.tolist())
+        self._rebuild()
+        logger.info(
+            "herding memory: %d exemplars of %d classes",
+            len(self.buffer),
+            len(self._class_data),
+        )
+
+    def resize(self, strategy: SupervisedTemplate, new_size: int) -> None:
+        """Shrink to ``new_size // num_classes`` exemplars per class, keeping
+        each class's first picks (a prefix of a herding order is itself a
+        herding selection)."""
+        num_classes = max(len(self._class_data), 1)
+        self.mem_per_class = check_positive_int("new_size // classes", new_size // num_classes)
+        for cls, data in self._class_data.items():
+            keep = min(self.mem_per_class, len(data))
+            self._class_data[cls] = data.subset(range(keep))
+            self.class_indices[cls] = self.class_indices[cls][:keep]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.buffer = concat_datasets([self._class_data[c] for c in self.seen_classes])
+        self.max_size = self.mem_per_class * len(self._class_data)

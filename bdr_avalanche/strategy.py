@@ -1,0 +1,167 @@
+"""The LUCIR training protocol as an Avalanche strategy, with CwD and BDR."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from avalanche.benchmarks.utils.data_loader import collate_from_data_or_kwargs
+from avalanche.core import BasePlugin
+from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader
+
+from ._utils import check_fraction, check_non_negative, check_positive, check_positive_int
+from .models import CosineIncrementalNet
+from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
+from .storage import HerdingBuffer
+
+__all__ = ["LUCIR"]
+
+
+class LUCIR(SupervisedTemplate):
+    """Class-incremental training as in LUCIR and the BDR paper.
+
+    - The ``backbone`` (which must expose ``out_dim`` and ``last_relu``) has
+      its last ReLU removed and gets a
+      :class:`~bdr_avalanche.models.CosineIncrementalClassifier`: one block
+      of rows per experience, a shared learnable scale, old rows frozen.
+    - A :class:`~bdr_avalanche.HerdingBuffer` of ``mem_per_class`` exemplars
+      per class is concatenated to each experience's data and shuffled with
+      it (:class:`~bdr_avalanche.ConcatReplayPlugin`).
+    - Each experience gets a fresh SGD optimizer and a ``MultiStepLR``
+      schedule; the first experience may use its own learning rate
+      (``first_lr``) and batch size (``first_train_mb_size``).
+    - :class:`~bdr_avalanche.LUCIRPlugin` adds the less-forget and margin
+      ranking losses; ``cwd=True`` adds :class:`~bdr_avalanche.CwDPlugin`
+      and ``bdr=True`` adds :class:`~bdr_avalanche.BDRPlugin`. The plugin
+      instances are attributes (``lucir``, ``cwd``, ``bdr``,
+      ``storage_policy``); extra ``plugins`` run after them.
+
+    The benchmark's class ids must be contiguous in order of arrival
+    (``class_ids_from_zero_from_first_exp=True`` in Avalanche's generators).
+    Defaults are the paper's CIFAR-100 hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        milestones: Sequence[int] = (80, 120),
+        lr_decay: float = 0.1,
+        first_lr: float | None = None,
+        first_train_mb_size: int | None = None,
+        mem_per_class: int = 20,
+        lambda_base: float = 5.0,
+        margin: float = 0.5,
+        k: int = 2,
+        mr_weight: float = 1.0,
+        cwd: bool = False,
+        cwd_coef: float = 0.5,
+        reject_threshold: int = 1,
+        bdr: bool = False,
+        m1: float = 0.8,
+        m2: float = 0.8,
+        bdr_momentum: float = 0.99,
+        tau: float = 1.0,
+        train_mb_size: int = 128,
+        train_epochs: int = 160,
+        eval_mb_size: int = 256,
+        device: str | torch.device | None = None,
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: EvaluationPlugin | None = None,
+        eval_every: int = -1,
+    ) -> None:
+        self.lr = check_positive("lr", lr)
+        self.first_lr = self.lr if first_lr is None else check_positive("first_lr", first_lr)
+        self.sgd_momentum = check_fraction("momentum", momentum)
+        self.weight_decay = check_non_negative("weight_decay", weight_decay)
+        self.milestones = [check_positive_int("milestones", int(m)) for m in milestones]
+        self.lr_decay = check_positive("lr_decay", lr_decay)
+        self.base_train_mb_size = check_positive_int("train_mb_size", train_mb_size)
+        self.first_train_mb_size = (
+            self.base_train_mb_size
+            if first_train_mb_size is None
+            else check_positive_int("first_train_mb_size", first_train_mb_size)
+        )
+        if not hasattr(backbone, "last_relu"):
+            raise ValueError(
+                "LUCIR removes the backbone's last ReLU: the backbone must have a "
+                "`last_relu` attribute (see bdr_avalanche.models)"
+            )
+        backbone.last_relu = False
+        model = CosineIncrementalNet(backbone)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+
+        self.storage_policy = HerdingBuffer(mem_per_class)
+        self.lucir = LUCIRPlugin(lambda_base, margin, k, mr_weight)
+        self.cwd = CwDPlugin(cwd_coef, reject_threshold) if cwd else None
+        self.bdr = BDRPlugin(m1, m2, bdr_momentum, tau) if bdr else None
+        own: list[BasePlugin] = [ConcatReplayPlugin(self.storage_policy), self.lucir]
+        own += [p for p in (self.cwd, self.bdr) if p is not None]
+        self.scheduler: MultiStepLR | None = None
+
+        super().__init__(
+            model=model,
+            optimizer=SGD(model.parameters(), lr=self.lr),
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=self.base_train_mb_size,
+            train_epochs=check_positive_int("train_epochs", train_epochs),
+            eval_mb_size=check_positive_int("eval_mb_size", eval_mb_size),
+            device=device,
+            plugins=own + list(plugins or []),
+            evaluator=evaluator if evaluator is not None else default_evaluator(),
+            eval_every=eval_every,
+        )
+
+    @property
+    def _first_experience(self) -> bool:
+        return self.clock.train_exp_counter == 0
+
+    def _before_training_exp(self, **kwargs):
+        self.train_mb_size = (
+            self.first_train_mb_size if self._first_experience else self.base_train_mb_size
+        )
+        super()._before_training_exp(**kwargs)
+
+    def make_train_dataloader(
+        self,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+        **kwargs,
+    ):
+        """One shuffled loader over new data and memory together."""
+        args = self._obtain_common_dataloader_parameters(
+            batch_size=self.train_mb_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            drop_last=drop_last,
+        )
+        collate_from_data_or_kwargs(self.adapted_dataset, args)
+        self.dataloader = DataLoader(self.adapted_dataset, **args)
+
+    def make_optimizer(self, **kwargs):
+        """A fresh SGD over the trainable parameters, and its schedule."""
+        lr = self.first_lr if self._first_experience else self.lr
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = SGD(
+            params, lr=lr, momentum=self.sgd_momentum, weight_decay=self.weight_decay
+        )
+        self.scheduler = MultiStepLR(self.optimizer, self.milestones, self.lr_decay)
+
+    def _after_training_epoch(self, **kwargs):
+        if self.scheduler is not None:
+            self.scheduler.step()
+        super()._after_training_epoch(**kwargs)

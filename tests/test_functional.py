@@ -1,0 +1,425 @@
+"""Checks of ``bdr_avalanche.functional`` against plain reference code.
+
+Each reference below is a deliberately naive float64 implementation of the
+formula in ``ALGORITHMS.md`` (Python loops over classes or samples), written
+independently of the vectorised functions under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from bdr_avalanche import functional as fn
+
+SEEDS = [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------
+# Reference implementations
+# ---------------------------------------------------------------------------
+
+
+def ref_log_prior(counts, scatters, m, tau=1.0):
+    """BDR prior ``log((m psi + (1 - m) omega) ** tau + 1e-12)`` class by class.
+
+    ``psi_k = n_k / sum n``; ``omega_k`` is the normalised inverse scatter
+    (scatter clamped at 1e-12) over the classes with ``n_k > 0``; absent
+    classes get ``psi = omega = 0``.
+    """
+    counts = [float(n) for n in counts]
+    scatters = [float(v) for v in scatters]
+    total = sum(counts)
+    inv = [1.0 / max(v, 1e-12) if n > 0 else 0.0 for n, v in zip(counts, scatters)]
+    inv_total = sum(inv)
+    out = []
+    for n, iv in zip(counts, inv):
+        psi = n / total if total > 0 else 0.0
+        omega = iv / inv_total if inv_total > 0 else 0.0
+        out.append(math.log((m * psi + (1.0 - m) * omega) ** tau + 1e-12))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def ref_class_statistics(features, targets, num_classes):
+    """Count, centre and scatter ``mean_i ||f_i - mu||^2`` of each class,
+    gathering each class's rows with a Python loop; zeros for absent classes."""
+    x = features.double()
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    centres = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
+    scatters = torch.zeros(num_classes, dtype=torch.float64)
+    for c in range(num_classes):
+        rows = [x[i] for i in range(x.shape[0]) if int(targets[i]) == c]
+        if not rows:
+            continue
+        mu = torch.stack(rows).mean(dim=0)
+        counts[c] = len(rows)
+        centres[c] = mu
+        scatters[c] = sum(float(((r - mu) ** 2).sum()) for r in rows) / len(rows)
+    return counts, centres, scatters
+
+
+def ref_update_class_statistics(phase_counts, centres, scatters, feats, targets):
+    """Blend stored and batch statistics class by class with weights
+    ``N/(N+b)`` and ``b/(N+b)``; classes with ``b < 2`` are left unchanged."""
+    num_classes = centres.shape[0]
+    b_counts, b_centres, b_scatters = ref_class_statistics(feats, targets, num_classes)
+    new_centres = centres.double().clone()
+    new_scatters = scatters.double().clone()
+    for c in range(num_classes):
+        b = float(b_counts[c])
+        if b < 2:
+            continue
+        n = float(phase_counts[c])
+        keep, take = n / (n + b), b / (n + b)
+        new_centres[c] = keep * centres[c].double() + take * b_centres[c]
+        new_scatters[c] = keep * float(scatters[c]) + take * float(b_scatters[c])
+    return new_centres, new_scatters
+
+
+def ref_cwd_loss(features, targets, reject_threshold=1):
+    """CwD: per qualifying class, standardise (unbiased var + 1e-8), form
+    ``C = Z^T Z`` and average its squared off-diagonal entries by a double
+    loop; sum over classes, divide by the number of contributing samples.
+    Differentiable (torch ops), so it also gives a reference gradient."""
+    x = features / features.norm(dim=1, keepdim=True)
+    d = x.shape[1]
+    total = x.new_zeros(())
+    n_contrib = 0
+    for c in sorted(set(targets.tolist())):
+        xc = x[targets == c]
+        n = xc.shape[0]
+        if n <= reject_threshold:
+            continue
+        z = (xc - xc.mean(dim=0)) / torch.sqrt(xc.var(dim=0, unbiased=True) + 1e-8)
+        cor = z.T @ z
+        off = x.new_zeros(())
+        for i in range(d):
+            for j in range(d):
+                if i != j:
+                    off = off + cor[i, j] ** 2
+        total = total + off / (d * (d - 1))
+        n_contrib += n
+    return total / n_contrib if n_contrib else total
+
+
+def ref_less_forget(features, old_features):
+    """Mean over samples of ``1 - <a, b> / (|a| |b|)``, one sample at a time."""
+    total = 0.0
+    for a, b in zip(features.detach().double(), old_features.detach().double()):
+        total += 1.0 - float(a @ b) / (float(a.norm()) * float(b.norm()))
+    return total / features.shape[0]
+
+
+def ref_margin_ranking(scores, targets, num_old, margin, k):
+    """Mean of ``max(0, margin - s_gt + s_new)`` over all (old-class sample,
+    one of its k highest new-class scores) pairs, from sorted Python lists;
+    0 when there is no old-class sample."""
+    hinges = []
+    for row, y in zip(scores.double().tolist(), targets.tolist()):
+        if y >= num_old:
+            continue
+        for s_new in sorted(row[num_old:], reverse=True)[:k]:
+            hinges.append(max(0.0, margin - row[y] + s_new))
+    return sum(hinges) / len(hinges) if hinges else 0.0
+
+
+def ref_herding(features, m):
+    """Brute-force herding on Python lists: at each step try every unpicked
+    sample and keep the first one minimising ``||mu - (S + f_i)/(j + 1)||^2``."""
+    x = features.double().tolist()
+    n, d = len(x), len(x[0])
+    mean = [sum(row[j] for row in x) / n for j in range(d)]
+    picked, s = [], [0.0] * d
+    for step in range(min(m, n)):
+        best, best_dist = None, math.inf
+        for i in range(n):
+            if i in picked:
+                continue
+            dist = sum((mean[j] - (s[j] + x[i][j]) / (step + 1)) ** 2 for j in range(d))
+            if dist < best_dist:
+                best, best_dist = i, dist
+        picked.append(best)
+        s = [s[j] + x[best][j] for j in range(d)]
+    return picked
+
+
+def _labels(sizes):
+    """Shuffled label vector with ``sizes[c]`` samples of class ``c``."""
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    return labels[torch.randperm(labels.numel())]
+
+
+# ---------------------------------------------------------------------------
+# bdr_log_prior
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("m", [0.0, 0.8, 1.0])
+@pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])
+def test_bdr_log_prior_matches_reference(seed, m, tau):
+    torch.manual_seed(seed)
+    counts = torch.randint(1, 500, (7,))
+    counts[2] = 0  # absent class, with a stale non-zero scatter
+    scatters = torch.rand(7) * 2.0 + 0.1
+    scatters[4] = 0.0  # class whose features coincide
+    out = fn.bdr_log_prior(counts, scatters, m=m, tau=tau)
+    assert out.dtype == torch.float32 and out.shape == (7,)
+    assert torch.isfinite(out).all()
+    ref = ref_log_prior(counts, scatters, m, tau)
+    assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    # an absent class is pushed to log(1e-12) whatever m and tau
+    assert_close(out[2].double(), torch.tensor(math.log(1e-12)).double())
+
+
+def test_bdr_log_prior_hand_values():
+    counts = torch.tensor([3, 1, 0])
+    scatters = torch.tensor([1.0, 0.5, 7.0])
+    # psi = (3/4, 1/4, 0); omega = (1/3, 2/3, 0)
+    out = fn.bdr_log_prior(counts, scatters, m=0.5, tau=1.0)
+    expected = torch.log(torch.tensor([0.75 / 2 + 1 / 6, 0.125 + 1 / 3, 0.0]) + 1e-12)
+    assert_close(out, expected)
+
+
+# ---------------------------------------------------------------------------
+# class_statistics / update_class_statistics
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_class_statistics_matches_reference(seed):
+    torch.manual_seed(seed)
+    targets = _labels([5, 1, 0, 3, 8])  # class 1 single, class 2 absent
+    features = torch.randn(targets.numel(), 6) * 3.0 + 1.0
+    counts, centres, scatters = fn.class_statistics(features, targets, 5)
+    r_counts, r_centres, r_scatters = ref_class_statistics(features, targets, 5)
+    assert_close(counts.double(), r_counts)
+    assert_close(centres.double(), r_centres, rtol=1e-5, atol=1e-5)
+    assert_close(scatters.double(), r_scatters, rtol=1e-5, atol=1e-5)
+    assert scatters[1] == 0 and scatters[2] == 0 and (centres[2] == 0).all()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_update_class_statistics_matches_reference(seed):
+    torch.manual_seed(seed)
+    num_classes = 6
+    # class 1: one sample in the batch, class 2: absent from the batch,
+    # class 5: two samples and no phase count (batch value replaces it)
+    targets = _labels([4, 1, 0, 3, 6, 2])
+    features = torch.randn(targets.numel(), 5) * 2.0
+    phase_counts = torch.randint(5, 500, (num_classes,))
+    phase_counts[5] = 0
+    centres = torch.randn(num_classes, 5)
+    scatters = torch.rand(num_classes) * 3.0
+    centres_in, scatters_in = centres.clone(), scatters.clone()
+
+    new_c, new_s = fn.update_class_statistics(
+        phase_counts, centres, scatters, features, targets
+    )
+    ref_c, ref_s = ref_update_class_statistics(
+        phase_counts, centres, scatters, features, targets
+    )
+    assert_close(new_c.double(), ref_c, rtol=1e-5, atol=1e-5)
+    assert_close(new_s.double(), ref_s, rtol=1e-5, atol=1e-5)
+    for c in (1, 2):  # single sample / absent: stats kept exactly
+        assert torch.equal(new_c[c], centres[c]) and new_s[c] == scatters[c]
+    for c in (0, 3, 4, 5):  # the others did move
+        assert not torch.equal(new_c[c], centres[c])
+    # inputs are not modified in place
+    assert torch.equal(centres, centres_in) and torch.equal(scatters, scatters_in)
+
+
+def test_update_class_statistics_weighting_by_hand():
+    # stored centre 0, scatter 1, N = 2; batch {0, 4}: centre 2, scatter 4;
+    # weights N/(N+b) = b/(N+b) = 1/2
+    new_c, new_s = fn.update_class_statistics(
+        torch.tensor([2]),
+        torch.zeros(1, 1),
+        torch.ones(1),
+        torch.tensor([[0.0], [4.0]]),
+        torch.tensor([0, 0]),
+    )
+    assert_close(new_c, torch.tensor([[1.0]]))
+    assert_close(new_s, torch.tensor([2.5]))
+    # N = 6, b = 2: weights 3/4 and 1/4
+    new_c, new_s = fn.update_class_statistics(
+        torch.tensor([6]),
+        torch.zeros(1, 1),
+        torch.ones(1),
+        torch.tensor([[0.0], [4.0]]),
+        torch.tensor([0, 0]),
+    )
+    assert_close(new_c, torch.tensor([[0.5]]))
+    assert_close(new_s, torch.tensor([1.75]))
+
+
+# ---------------------------------------------------------------------------
+# class_wise_decorrelation_loss
+# ---------------------------------------------------------------------------
+
+
+def _cwd_batch(seed):
+    """Batch with classes of 1, 2, 3, 5 and 6 samples (labels not contiguous);
+    the 3-sample class has identical features (zero variance)."""
+    torch.manual_seed(seed)
+    sizes = {7: 1, 3: 2, 42: 3, 0: 5, 11: 6}
+    targets = torch.cat([torch.full((n,), c) for c, n in sizes.items()])
+    targets = targets[torch.randperm(targets.numel())]
+    features = torch.randn(targets.numel(), 6)
+    features[targets == 42] = torch.randn(6)
+    return features, targets
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("reject_threshold", [1, 2])
+def test_cwd_matches_reference_value_and_gradient(seed, reject_threshold):
+    features, targets = _cwd_batch(seed)
+    x = features.clone().requires_grad_(True)
+    loss = fn.class_wise_decorrelation_loss(x, targets, reject_threshold)
+    loss.backward()
+    x_ref = features.double().requires_grad_(True)
+    ref = ref_cwd_loss(x_ref, targets, reject_threshold)
+    ref.backward()
+    assert ref > 0
+    assert_close(loss.double(), ref.detach(), rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(x.grad).all()
+    assert_close(x.grad.double(), x_ref.grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cwd_skips_small_classes(seed):
+    features, targets = _cwd_batch(seed)
+    counts = {c: int((targets == c).sum()) for c in targets.tolist()}
+    for threshold in (1, 2):
+        keep = torch.tensor([counts[c] > threshold for c in targets.tolist()])
+        full = fn.class_wise_decorrelation_loss(features, targets, threshold)
+        kept = fn.class_wise_decorrelation_loss(
+            features[keep], targets[keep], threshold
+        )
+        assert_close(full, kept, rtol=1e-5, atol=1e-7)
+    # raising the threshold to 2 removes the 2-sample class
+    assert not torch.allclose(
+        fn.class_wise_decorrelation_loss(features, targets, 1),
+        fn.class_wise_decorrelation_loss(features, targets, 2),
+    )
+
+
+def test_cwd_all_classes_rejected_is_zero():
+    torch.manual_seed(0)
+    features = torch.randn(5, 4, requires_grad=True)
+    loss = fn.class_wise_decorrelation_loss(features, torch.arange(5), 1)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(features.grad).all()
+    targets = torch.tensor([0, 0, 1, 1, 2])
+    assert fn.class_wise_decorrelation_loss(features, targets, 2).item() == 0.0
+    assert fn.class_wise_decorrelation_loss(features, targets, 1).item() > 0.0
+
+
+def test_cwd_zero_variance_class_contributes_nothing():
+    torch.manual_seed(0)
+    features = torch.randn(4, 5).repeat(2, 1)  # classes 0 and 1 hold rows 0..3
+    features[4:] = torch.randn(5)  # class 1: four identical rows
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    x = features.clone().requires_grad_(True)
+    loss = fn.class_wise_decorrelation_loss(x, targets)
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    # class 1 adds 0 to the sum but its 4 samples count in the denominator
+    alone = fn.class_wise_decorrelation_loss(features[:4], targets[:4])
+    assert_close(loss, alone / 2, rtol=1e-5, atol=1e-7)
+    assert_close(
+        loss.double(), ref_cwd_loss(features.double(), targets), rtol=1e-4, atol=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------
+# less_forget_loss
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_less_forget_matches_reference(seed):
+    torch.manual_seed(seed)
+    features = torch.randn(9, 7, requires_grad=True)
+    old = torch.randn(9, 7, requires_grad=True)
+    loss = fn.less_forget_loss(features, old)
+    assert_close(loss.double(), torch.tensor(ref_less_forget(features, old)).double())
+    loss.backward()
+    assert features.grad is not None and old.grad is None  # old side detached
+    same = fn.less_forget_loss(old.detach() * 3.0, old)
+    assert_close(same, torch.tensor(0.0), atol=1e-6, rtol=0)
+    opposite = fn.less_forget_loss(-old.detach(), old)
+    assert_close(opposite, torch.tensor(2.0))
+
+
+# ---------------------------------------------------------------------------
+# margin_ranking_loss
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("margin", [0.5, 0.2])
+def test_margin_ranking_matches_reference(seed, k, margin):
+    torch.manual_seed(seed)
+    num_old, num_classes = 6, 10
+    scores = torch.rand(16, num_classes) * 2.0 - 1.0
+    targets = torch.randint(0, num_classes, (16,))
+    targets[:3] = torch.tensor([0, 5, 2])  # at least some old-class samples
+    out = fn.margin_ranking_loss(scores, targets, num_old, margin=margin, k=k)
+    ref = ref_margin_ranking(scores, targets, num_old, margin, k)
+    assert ref > 0
+    assert_close(out.double(), torch.tensor(ref).double(), rtol=1e-5, atol=1e-6)
+
+
+def test_margin_ranking_no_old_samples_is_zero():
+    torch.manual_seed(0)
+    scores = torch.rand(8, 10, requires_grad=True)
+    targets = torch.randint(6, 10, (8,))
+    out = fn.margin_ranking_loss(scores, targets, 6, margin=0.5, k=2)
+    assert out.item() == 0.0
+    out.backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+def test_margin_ranking_hand_values():
+    # one old sample (class 0, s_gt = 0.9); new classes 2, 3, 4 score
+    # 0.7, 0.1, 0.5 -> hinges with margin 0.5: 0.3 (k=1), then 0.1 (k=2)
+    scores = torch.tensor([[0.9, 0.0, 0.7, 0.1, 0.5], [0.0, 0.0, 1.0, 1.0, 1.0]])
+    targets = torch.tensor([0, 3])
+    assert_close(
+        fn.margin_ranking_loss(scores, targets, 2, margin=0.5, k=1), torch.tensor(0.3)
+    )
+    assert_close(
+        fn.margin_ranking_loss(scores, targets, 2, margin=0.5, k=2), torch.tensor(0.2)
+    )
+
+
+# ---------------------------------------------------------------------------
+# herding_select
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("m", [0, 1, 7, 30, 37])
+def test_herding_matches_brute_force(seed, m):
+    torch.manual_seed(seed)
+    n = 30
+    features = torch.nn.functional.normalize(torch.randn(n, 8), dim=1)
+    picks = fn.herding_select(features, m)
+    assert picks.dtype == torch.int64 and picks.shape == (min(m, n),)
+    assert len(set(picks.tolist())) == min(m, n)
+    assert picks.tolist() == ref_herding(features, m)
+
+
+def test_herding_hand_example():
+    # mean 3.25: herding gives [2, 1, 3, 0]; plain nearest-to-mean would give
+    # [2, 1, 0, 3]
+    features = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
+    assert fn.herding_select(features, 4).tolist() == [2, 1, 3, 0]
+    assert fn.herding_select(features, 10).tolist() == [2, 1, 3, 0]
+    assert ref_herding(features, 4) == [2, 1, 3, 0]
