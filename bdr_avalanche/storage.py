@@ -66,7 +66,9 @@ class HerdingBuffer(ExemplarsBuffer):
             data.eval(), batch_size=agent_state.eval_mb_size, shuffle=False
         )
         recorder = FeatureRecorder(self.feature_layer)
-        features, labels = recorder.extract(agent_state.model, loader, agent_state.device)
+        features, labels = recorder.extract(
+            agent_state.model, loader, agent_state.device
+        )
         features = F.normalize(features.float(), dim=1)
         for cls in torch.unique(labels).tolist():
             members = torch.nonzero(labels == cls).flatten()
@@ -85,7 +87,9 @@ class HerdingBuffer(ExemplarsBuffer):
         each class's first picks (a prefix of a herding order is itself a
         herding selection)."""
         num_classes = max(len(self._class_data), 1)
-        self.mem_per_class = check_positive_int("new_size // classes", new_size // num_classes)
+        self.mem_per_class = check_positive_int(
+            "new_size // classes", new_size // num_classes
+        )
         for cls, data in self._class_data.items():
             keep = min(self.mem_per_class, len(data))
             self._class_data[cls] = data.subset(range(keep))

@@ -14,7 +14,12 @@ from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from ._utils import check_fraction, check_non_negative, check_positive, check_positive_int
+from ._utils import (
+    check_fraction,
+    check_non_negative,
+    check_positive,
+    check_positive_int,
+)
 from .models import CosineIncrementalNet
 from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
 from .storage import HerdingBuffer
@@ -79,7 +84,9 @@ class LUCIR(SupervisedTemplate):
         eval_every: int = -1,
     ) -> None:
         self.lr = check_positive("lr", lr)
-        self.first_lr = self.lr if first_lr is None else check_positive("first_lr", first_lr)
+        self.first_lr = (
+            self.lr if first_lr is None else check_positive("first_lr", first_lr)
+        )
         self.sgd_momentum = check_fraction("momentum", momentum)
         self.weight_decay = check_non_negative("weight_decay", weight_decay)
         self.milestones = [check_positive_int("milestones", int(m)) for m in milestones]
@@ -95,15 +102,22 @@ class LUCIR(SupervisedTemplate):
                 "LUCIR removes the backbone's last ReLU: the backbone must have a "
                 "`last_relu` attribute (see bdr_avalanche.models)"
             )
-        backbone.last_relu = False
-        model = CosineIncrementalNet(backbone)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-
+        # Checked here, not only by the plugins, so that a bad value is
+        # reported even when its method is switched off.
+        check_non_negative("cwd_coef", cwd_coef)
+        check_positive_int("reject_threshold", reject_threshold)
+        for name, value in (("m1", m1), ("m2", m2), ("bdr_momentum", bdr_momentum)):
+            check_fraction(name, value)
+        check_positive("tau", tau)
         self.storage_policy = HerdingBuffer(mem_per_class)
         self.lucir = LUCIRPlugin(lambda_base, margin, k, mr_weight)
         self.cwd = CwDPlugin(cwd_coef, reject_threshold) if cwd else None
         self.bdr = BDRPlugin(m1, m2, bdr_momentum, tau) if bdr else None
+
+        backbone.last_relu = False
+        model = CosineIncrementalNet(backbone)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         own: list[BasePlugin] = [ConcatReplayPlugin(self.storage_policy), self.lucir]
         own += [p for p in (self.cwd, self.bdr) if p is not None]
         self.scheduler: MultiStepLR | None = None
@@ -127,7 +141,9 @@ class LUCIR(SupervisedTemplate):
 
     def _before_training_exp(self, **kwargs):
         self.train_mb_size = (
-            self.first_train_mb_size if self._first_experience else self.base_train_mb_size
+            self.first_train_mb_size
+            if self._first_experience
+            else self.base_train_mb_size
         )
         super()._before_training_exp(**kwargs)
 
@@ -160,6 +176,16 @@ class LUCIR(SupervisedTemplate):
             params, lr=lr, momentum=self.sgd_momentum, weight_decay=self.weight_decay
         )
         self.scheduler = MultiStepLR(self.optimizer, self.milestones, self.lr_decay)
+
+    def criterion(self):
+        if not self.is_training and self.mb_y.max() >= self.mb_output.shape[1]:
+            raise ValueError(
+                f"LUCIR has learned {self.mb_output.shape[1]} classes and cannot be "
+                "evaluated on classes it has not seen yet: evaluate on the seen part "
+                "of the test stream, e.g. test_stream[: t + 1] after experience t "
+                "(bdr_avalanche.protocol.train_and_evaluate does this)"
+            )
+        return super().criterion()
 
     def _after_training_epoch(self, **kwargs):
         if self.scheduler is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from probe import Probe
@@ -149,3 +150,11 @@ def test_memory_is_mixed_into_the_data(benchmark):
     assert len(labels) == 60 + 2 * 5
     assert (labels < 2).sum() == 10
     assert any(((b < 2).any() and (b >= 2).any()) for b in batches)
+
+
+def test_evaluating_unseen_classes_is_a_clear_error(benchmark):
+    """Evaluating classes the head does not have yet names the fix."""
+    strategy = make_lucir()
+    strategy.train(benchmark.train_stream[0])
+    with pytest.raises(ValueError, match=r"test_stream\[: t \+ 1\]"):
+        strategy.eval(benchmark.test_stream)

@@ -42,7 +42,7 @@ def split_digits(
     """
     check_positive_int("n_base", n_base)
     check_positive_int("increment", increment)
-    if (NUM_CLASSES - n_base) % increment != 0:
+    if n_base >= NUM_CLASSES or (NUM_CLASSES - n_base) % increment != 0:
         raise ValueError(
             f"n_base + k * increment must equal {NUM_CLASSES} classes; got "
             f"n_base={n_base}, increment={increment}"

@@ -67,8 +67,12 @@ class ResNet18Backbone(_LastReLUMixin, tv_resnet.ResNet):
     def __init__(self, cifar_stem: bool = False, last_relu: bool = True) -> None:
         super().__init__(BasicBlock, [2, 2, 2, 2])
         if cifar_stem:
-            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.conv1 = nn.Conv2d(
+                3, 64, kernel_size=3, stride=1, padding=1, bias=False
+            )
+            nn.init.kaiming_normal_(
+                self.conv1.weight, mode="fan_out", nonlinearity="relu"
+            )
             self.maxpool = nn.Identity()
         self.fc = nn.Identity()
         self.out_dim = 512
@@ -99,7 +103,9 @@ class CifarResNet(_LastReLUMixin, nn.Module):
         self.out_dim = 64
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(
+                    module.weight, mode="fan_out", nonlinearity="relu"
+                )
         self.last_relu = last_relu
 
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:

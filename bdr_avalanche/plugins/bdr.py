@@ -96,7 +96,9 @@ class BDRPlugin(SupervisedPlugin):
         if self.memory is not None and len(self.memory.buffer) > 0:
             data = concat_datasets([data, self.memory.buffer])
         loader = DataLoader(data.eval(), batch_size=strategy.eval_mb_size)
-        features, labels = self._features.extract(strategy.model, loader, strategy.device)
+        features, labels = self._features.extract(
+            strategy.model, loader, strategy.device
+        )
         num_classes = int(labels.max()) + 1
         self.phase_counts, self.centres, self.scatters = class_statistics(
             features, labels, num_classes

@@ -31,7 +31,10 @@ class CwDPlugin(SupervisedPlugin):
     """
 
     def __init__(
-        self, coef: float = 0.5, reject_threshold: int = 1, feature_layer: str = "backbone"
+        self,
+        coef: float = 0.5,
+        reject_threshold: int = 1,
+        feature_layer: str = "backbone",
     ) -> None:
         super().__init__()
         self.coef = check_non_negative("coef", coef)

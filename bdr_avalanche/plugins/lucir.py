@@ -29,7 +29,8 @@ class LUCIRPlugin(SupervisedPlugin):
     after the first:
 
     .. math::
-        L = L_{task} + \lambda\,\frac{1}{N}\sum_i\big(1 - \cos(f(x_i), f_{old}(x_i))\big)
+        L = L_{task}
+          + \lambda\,\frac{1}{N}\sum_i\big(1 - \cos(f(x_i), f_{old}(x_i))\big)
           + w_{mr}\,L_{mr}, \qquad
         \lambda = \lambda_{base}\sqrt{K_{old} / K_{new}}
 

@@ -1,0 +1,164 @@
+"""Hyper-parameter checks: bad values raise ValueError naming the parameter."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from bdr_avalanche import LUCIR
+from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
+from bdr_avalanche.storage import HerdingBuffer
+
+FRACTION = r"must be in \[0, 1\]"
+POSITIVE = r"must be a finite number > 0"
+NON_NEGATIVE = r"must be a finite number >= 0"
+INT_GE_1 = r"must be an integer >= 1"
+
+
+def make_lucir(**kwargs) -> LUCIR:
+    """A LUCIR strategy on a tiny CPU backbone, with ``kwargs`` overridden."""
+    return LUCIR(backbone=SmallCNN(in_channels=1, width=4), device="cpu", **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Plugins and storage
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"m1": 1.5}, "m1 " + FRACTION),
+        ({"m2": -0.1}, "m2 " + FRACTION),
+        ({"momentum": 2}, "momentum " + FRACTION),
+        ({"tau": 0}, "tau " + POSITIVE),
+    ],
+    ids=["m1", "m2", "momentum", "tau"],
+)
+def test_bdr_plugin_rejects(kwargs, match):
+    """BDRPlugin rejects out-of-range m1, m2, momentum and tau."""
+    with pytest.raises(ValueError, match=match):
+        BDRPlugin(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"m1": 0}, {"m1": 1}, {"m2": 0}, {"m2": 1}, {"momentum": 0}, {"momentum": 1}],
+    ids=["m1=0", "m1=1", "m2=0", "m2=1", "momentum=0", "momentum=1"],
+)
+def test_bdr_plugin_accepts_boundaries(kwargs):
+    """BDRPlugin accepts the closed ends of the [0, 1] ranges."""
+    plugin = BDRPlugin(**kwargs)
+    ((name, value),) = kwargs.items()
+    assert getattr(plugin, name) == value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"coef": -1}, "coef " + NON_NEGATIVE),
+        ({"reject_threshold": 0}, "reject_threshold " + INT_GE_1),
+    ],
+    ids=["coef", "reject_threshold"],
+)
+def test_cwd_plugin_rejects(kwargs, match):
+    """CwDPlugin rejects a negative coef and a reject_threshold below 1."""
+    with pytest.raises(ValueError, match=match):
+        CwDPlugin(**kwargs)
+
+
+def test_cwd_plugin_accepts_zero_coef():
+    """CwDPlugin accepts coef = 0 (the term switched off)."""
+    assert CwDPlugin(coef=0).coef == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lambda_base": -1}, "lambda_base " + NON_NEGATIVE),
+        ({"margin": -0.5}, "margin " + NON_NEGATIVE),
+        ({"k": 0}, "k " + INT_GE_1),
+        ({"mr_weight": -2}, "mr_weight " + NON_NEGATIVE),
+    ],
+    ids=["lambda_base", "margin", "k", "mr_weight"],
+)
+def test_lucir_plugin_rejects(kwargs, match):
+    """LUCIRPlugin rejects negative weights/margin and k below 1."""
+    with pytest.raises(ValueError, match=match):
+        LUCIRPlugin(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "mem_per_class", [0, -5, 2.5], ids=["zero", "negative", "float"]
+)
+def test_herding_buffer_rejects(mem_per_class):
+    """HerdingBuffer needs a positive integer mem_per_class."""
+    with pytest.raises(ValueError, match="mem_per_class " + INT_GE_1):
+        HerdingBuffer(mem_per_class=mem_per_class)
+
+
+def test_herding_buffer_accepts_one():
+    """HerdingBuffer accepts mem_per_class = 1 and starts empty."""
+    buffer = HerdingBuffer(mem_per_class=1)
+    assert buffer.mem_per_class == 1
+    assert buffer.max_size == 0
+
+
+# ---------------------------------------------------------------------------
+# LUCIR strategy
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": 0}, "lr " + POSITIVE),
+        ({"momentum": 1.5}, "momentum " + FRACTION),
+        ({"weight_decay": -1}, "weight_decay " + NON_NEGATIVE),
+        ({"train_epochs": 0}, "train_epochs " + INT_GE_1),
+        ({"mem_per_class": 0}, "mem_per_class " + INT_GE_1),
+        ({"first_lr": -1}, "first_lr " + POSITIVE),
+        ({"m1": 2}, "m1 " + FRACTION),
+        ({"m1": 2, "bdr": True}, "m1 " + FRACTION),
+        ({"cwd": True, "cwd_coef": -1}, "cwd_coef " + NON_NEGATIVE),
+    ],
+    ids=[
+        "lr",
+        "momentum",
+        "weight_decay",
+        "train_epochs",
+        "mem_per_class",
+        "first_lr",
+        "m1",
+        "m1-bdr",
+        "cwd_coef",
+    ],
+)
+def test_lucir_rejects(kwargs, match):
+    """LUCIR rejects every out-of-range hyper-parameter, naming it."""
+    with pytest.raises(ValueError, match=match):
+        make_lucir(**kwargs)
+
+
+def test_lucir_needs_last_relu():
+    """A backbone without ``last_relu`` is rejected with a ValueError."""
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    backbone.out_dim = 8
+    with pytest.raises(ValueError, match="last_relu"):
+        LUCIR(backbone=backbone, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"momentum": 0}, {"bdr": True, "m1": 0}, {"bdr": True, "m1": 1}],
+    ids=["momentum=0", "m1=0", "m1=1"],
+)
+def test_lucir_accepts_boundaries(kwargs):
+    """LUCIR accepts the closed ends of its [0, 1] ranges and drops the last ReLU."""
+    strategy = make_lucir(**kwargs)
+    assert strategy.model.backbone.last_relu is False
+    if "momentum" in kwargs:
+        assert strategy.sgd_momentum == 0.0
+    else:
+        assert strategy.bdr.m1 == kwargs["m1"]
