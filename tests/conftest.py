@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from avalanche.training.determinism.rng_manager import RNGManager
-
-warnings.filterwarnings("ignore", message="No loggers specified")
 
 
 class AddConstant:

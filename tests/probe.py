@@ -26,6 +26,9 @@ class Probe(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
         self._run("before_training_exp", strategy)
 
+    def before_training_epoch(self, strategy, **kwargs):
+        self._run("before_training_epoch", strategy)
+
     def before_forward(self, strategy, **kwargs):
         self._run("before_forward", strategy)
 

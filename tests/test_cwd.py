@@ -36,7 +36,7 @@ def test_cwd_acts_in_first_experience_only(benchmark):
             torch.testing.assert_close(
                 extra, (lucir["less_forget"] + lucir["margin_ranking"]).reshape(1)
             )
-        extras[min(t, 1)].append(float(extra))
+        extras[min(t, 1)].append(float(extra.detach()))
 
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),

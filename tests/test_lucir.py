@@ -158,3 +158,25 @@ def test_evaluating_unseen_classes_is_a_clear_error(benchmark):
     strategy.train(benchmark.train_stream[0])
     with pytest.raises(ValueError, match=r"test_stream\[: t \+ 1\]"):
         strategy.eval(benchmark.test_stream)
+
+
+def test_learning_rate_schedule_restarts_each_experience(benchmark):
+    """MultiStepLR decays at the milestones and restarts with each experience."""
+    lrs = []
+
+    def check(strategy):
+        lrs.append(round(strategy.optimizer.param_groups[0]["lr"], 6))
+
+    strategy = make_lucir(Probe(before_training_epoch=check), epochs=3, lr=0.1)
+    strategy.milestones = [1, 2]
+    for exp in benchmark.train_stream[:2]:
+        strategy.train(exp)
+    assert lrs == [0.1, 0.01, 0.001] * 2
+
+
+def test_k_larger_than_new_classes_is_rejected(benchmark):
+    """k must not exceed the number of new classes of an experience."""
+    strategy = make_lucir(k=3)
+    strategy.train(benchmark.train_stream[0])
+    with pytest.raises(ValueError, match=r"k must be in \[1, 2\]"):
+        strategy.train(benchmark.train_stream[1])
