@@ -8,7 +8,10 @@ gives the accuracy matrix ``A[t, j]`` and the reported figures:
   images seen so far;
 - last accuracy: that accuracy after the last experience;
 - forgetting: mean over ``j < T - 1`` of ``A[j, j] - A[T - 1, j]``, the
-  definition of Avalanche's ``StreamForgetting``.
+  definition of Avalanche's ``StreamForgetting``;
+- per phase, the accuracy on old and on new classes and the share of
+  old-class test images predicted as one of the phase's new classes (the
+  bias toward new classes that BDR is meant to reduce).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from avalanche.evaluation.metrics import (
     accuracy_metrics,
     forgetting_metrics,
@@ -25,6 +29,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
+from torch.utils.data import DataLoader
 
 __all__ = ["IncrementalResults", "make_evaluator", "train_and_evaluate"]
 
@@ -52,6 +57,14 @@ class IncrementalResults:
     training on experience ``t`` (NaN for experiences not yet seen)."""
     seen_accuracy: list[float]
     """Per phase, accuracy on the test data of all classes seen so far."""
+    old_accuracy: list[float] = field(default_factory=list)
+    """Per phase, accuracy on the test images of earlier phases' classes
+    (NaN in the first phase)."""
+    new_accuracy: list[float] = field(default_factory=list)
+    """Per phase, accuracy on the test images of the phase's own classes."""
+    old_to_new: list[float] = field(default_factory=list)
+    """Per phase, share of old-class test images predicted as a class of the
+    phase (NaN in the first phase)."""
     metrics: list[dict] = field(default_factory=list)
     """Avalanche's metric values after each evaluation."""
 
@@ -84,6 +97,7 @@ def train_and_evaluate(
     num_exp = len(benchmark.train_stream)
     matrix = np.full((num_exp, num_exp), np.nan)
     seen, history = [], []
+    results = IncrementalResults(matrix, seen, metrics=history)
     for t, experience in enumerate(benchmark.train_stream):
         strategy.train(experience, eval_streams=[], **train_kwargs)
         metrics = strategy.eval(benchmark.test_stream[: t + 1])
@@ -96,6 +110,39 @@ def train_and_evaluate(
         matrix[t, : t + 1] = [metrics[_EXP_ACC.format(j)] for j in range(t + 1)]
         seen.append(float(metrics[_STREAM_ACC]))
         history.append(dict(metrics))
+        old, new, old_to_new = _old_new_breakdown(
+            strategy, benchmark.test_stream[: t + 1]
+        )
+        results.old_accuracy.append(old)
+        results.new_accuracy.append(new)
+        results.old_to_new.append(old_to_new)
         if progress is not None:
             progress.update(1)
-    return IncrementalResults(matrix, seen, history)
+    return results
+
+
+@torch.no_grad()
+def _old_new_breakdown(strategy: SupervisedTemplate, experiences) -> tuple[float, ...]:
+    """Old-class accuracy, new-class accuracy and old-to-new share, where
+    "new" are the classes of the last experience in ``experiences``."""
+    new_classes = torch.tensor(sorted(experiences[-1].classes_in_this_experience))
+    model = strategy.model
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for exp in experiences:
+        loader = DataLoader(exp.dataset.eval(), batch_size=strategy.eval_mb_size)
+        for batch in loader:
+            preds.append(model(batch[0].to(strategy.device)).argmax(1).cpu())
+            labels.append(batch[1])
+    model.train(was_training)
+    pred, y = torch.cat(preds), torch.cat(labels)
+    is_new = torch.isin(y, new_classes)
+    correct = (pred == y).float()
+    nan = float("nan")
+    new_acc = correct[is_new].mean().item()
+    if is_new.all():
+        return nan, new_acc, nan
+    old_acc = correct[~is_new].mean().item()
+    old_to_new = torch.isin(pred[~is_new], new_classes).float().mean().item()
+    return old_acc, new_acc, old_to_new

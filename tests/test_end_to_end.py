@@ -39,6 +39,14 @@ def test_lucir_cwd_bdr_end_to_end(benchmark):
     assert np.isclose(
         results.average_incremental_accuracy, np.mean(results.seen_accuracy)
     )
+    # old/new breakdown: consistent with the seen accuracy (equal test sizes)
+    assert np.isnan(results.old_accuracy[0]) and np.isnan(results.old_to_new[0])
+    assert np.isclose(results.new_accuracy[0], results.seen_accuracy[0])
+    for t in (1, 2):
+        old, new = results.old_accuracy[t], results.new_accuracy[t]
+        assert np.isclose(results.seen_accuracy[t], (t * old + new) / (t + 1))
+        assert np.isclose(new, a[t, t])
+        assert 0 <= results.old_to_new[t] <= 1 - old + 1e-9
     # easy Gaussian blobs: far above chance (1/6) after three experiences
     assert results.last_accuracy > 0.5
     assert strategy.model.head.num_classes == 6
