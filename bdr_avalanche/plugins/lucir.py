@@ -78,11 +78,12 @@ class LUCIRPlugin(SupervisedPlugin):
         """The last step's ``less_forget`` and ``margin_ranking`` terms."""
         self._features = FeatureRecorder(feature_layer)
         self._old_features = FeatureRecorder(feature_layer)
+        self._head: nn.Module | None = None
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         if self.old_model is None:
             return
-        head = self._head(strategy.model)
+        head = self._head = self._find_head(strategy.model)
         num_new = head.num_classes - self.num_old_classes
         if num_new < 1:
             raise ValueError("LUCIR: this experience brings no new class")
@@ -102,7 +103,7 @@ class LUCIRPlugin(SupervisedPlugin):
             self.old_model(strategy.mb_x)
         features = self._features.get()
         lf = self.lambda_ * less_forget_loss(features, self._old_features.get())
-        scores = strategy.mb_output / self._head(strategy.model).sigma
+        scores = strategy.mb_output / self._head.sigma
         mr = self.mr_weight * margin_ranking_loss(
             scores, strategy.mb_y, self.num_old_classes, self.margin, self.k
         )
@@ -113,9 +114,9 @@ class LUCIRPlugin(SupervisedPlugin):
         self._features.detach()
         self._old_features.detach()
         self.old_model = frozen_copy(strategy.model)
-        self.num_old_classes = self._head(strategy.model).num_classes
+        self.num_old_classes = self._find_head(strategy.model).num_classes
 
-    def _head(self, model: nn.Module) -> nn.Module:
+    def _find_head(self, model: nn.Module) -> nn.Module:
         head = get_submodule(model, self.head_layer, "head_layer")
         if not hasattr(head, "sigma") or not hasattr(head, "num_classes"):
             raise TypeError(
