@@ -16,7 +16,7 @@ gives the accuracy matrix ``A[t, j]`` and the reported figures:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,22 +85,32 @@ class IncrementalResults:
 
 
 def train_and_evaluate(
-    strategy: SupervisedTemplate, benchmark, progress=None, **train_kwargs
+    strategy: SupervisedTemplate,
+    benchmark,
+    progress=None,
+    on_experience_end: Callable[[int, IncrementalResults], None] | None = None,
+    num_workers: int = 0,
+    **train_kwargs,
 ) -> IncrementalResults:
     """Train on every experience of ``benchmark.train_stream`` and evaluate
     on the seen part of ``benchmark.test_stream`` after each one.
 
     The strategy's evaluator must compute experience and stream accuracy
     (see :func:`make_evaluator`). ``progress`` (e.g. a ``tqdm`` bar) is
-    advanced once per experience.
+    advanced once per experience; ``on_experience_end(t, results)`` is
+    called after experience ``t`` has been evaluated (to save the model,
+    for instance). ``num_workers`` is used by the training and evaluation
+    data loaders.
     """
     num_exp = len(benchmark.train_stream)
     matrix = np.full((num_exp, num_exp), np.nan)
     seen, history = [], []
     results = IncrementalResults(matrix, seen, metrics=history)
     for t, experience in enumerate(benchmark.train_stream):
-        strategy.train(experience, eval_streams=[], **train_kwargs)
-        metrics = strategy.eval(benchmark.test_stream[: t + 1])
+        strategy.train(
+            experience, eval_streams=[], num_workers=num_workers, **train_kwargs
+        )
+        metrics = strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
         missing = [k for k in (_STREAM_ACC, _EXP_ACC.format(t)) if k not in metrics]
         if missing:
             raise KeyError(
@@ -116,6 +126,8 @@ def train_and_evaluate(
         results.old_accuracy.append(old)
         results.new_accuracy.append(new)
         results.old_to_new.append(old_to_new)
+        if on_experience_end is not None:
+            on_experience_end(t, results)
         if progress is not None:
             progress.update(1)
     return results

@@ -20,11 +20,17 @@ from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 def reference_prior(counts, scatters, m, tau):
     """The formula of ALGORITHMS.md, class by class."""
     total = sum(counts)
-    inv = [1.0 / max(v, 1e-12) if n > 0 else 0.0 for n, v in zip(counts, scatters)]
+    inv = [
+        1.0 / max(v, 1e-12) if n > 0 else 0.0
+        for n, v in zip(counts, scatters, strict=True)
+    ]
     psi = [n / total for n in counts]
     omega = [w / sum(inv) for w in inv]
     return torch.tensor(
-        [math.log((m * p + (1 - m) * o) ** tau + 1e-12) for p, o in zip(psi, omega)]
+        [
+            math.log((m * p + (1 - m) * o) ** tau + 1e-12)
+            for p, o in zip(psi, omega, strict=True)
+        ]
     )
 
 

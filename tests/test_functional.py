@@ -33,10 +33,13 @@ def ref_log_prior(counts, scatters, m, tau=1.0):
     counts = [float(n) for n in counts]
     scatters = [float(v) for v in scatters]
     total = sum(counts)
-    inv = [1.0 / max(v, 1e-12) if n > 0 else 0.0 for n, v in zip(counts, scatters)]
+    inv = [
+        1.0 / max(v, 1e-12) if n > 0 else 0.0
+        for n, v in zip(counts, scatters, strict=True)
+    ]
     inv_total = sum(inv)
     out = []
-    for n, iv in zip(counts, inv):
+    for n, iv in zip(counts, inv, strict=True):
         psi = n / total if total > 0 else 0.0
         omega = iv / inv_total if inv_total > 0 else 0.0
         out.append(math.log((m * psi + (1.0 - m) * omega) ** tau + 1e-12))
@@ -108,7 +111,9 @@ def ref_cwd_loss(features, targets, reject_threshold=1):
 def ref_less_forget(features, old_features):
     """Mean over samples of ``1 - <a, b> / (|a| |b|)``, one sample at a time."""
     total = 0.0
-    for a, b in zip(features.detach().double(), old_features.detach().double()):
+    for a, b in zip(
+        features.detach().double(), old_features.detach().double(), strict=True
+    ):
         total += 1.0 - float(a @ b) / (float(a.norm()) * float(b.norm()))
     return total / features.shape[0]
 
@@ -118,7 +123,7 @@ def ref_margin_ranking(scores, targets, num_old, margin, k):
     one of its k highest new-class scores) pairs, from sorted Python lists;
     0 when there is no old-class sample."""
     hinges = []
-    for row, y in zip(scores.double().tolist(), targets.tolist()):
+    for row, y in zip(scores.double().tolist(), targets.tolist(), strict=True):
         if y >= num_old:
             continue
         for s_new in sorted(row[num_old:], reverse=True)[:k]:

@@ -21,7 +21,9 @@ def agent(model, exp):
 
 
 def stacked(dataset):
-    xs, ys = zip(*[(dataset[i][0], dataset[i][1]) for i in range(len(dataset))])
+    xs, ys = zip(
+        *[(dataset[i][0], dataset[i][1]) for i in range(len(dataset))], strict=True
+    )
     return torch.stack(xs), torch.tensor(ys)
 
 

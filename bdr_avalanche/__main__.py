@@ -1,0 +1,7 @@
+"""``python -m bdr_avalanche``: the ``bdr-avalanche`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

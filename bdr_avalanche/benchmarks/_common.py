@@ -1,0 +1,119 @@
+"""What every benchmark stream builder shares: the error type, the iCaRL
+class order, the check of ``n_base``/``n_phases`` and the one Avalanche
+generator call.
+
+Keeping the generator call in one place makes CIFAR-100, ImageNet and the
+ImageFolder trees follow the same protocol: ``n_base`` classes in the first
+experience, then ``n_phases`` equal experiences, classes in the order
+``class_order(num_classes, seed)`` and class ids remapped to arrival order
+(the cosine head of LUCIR/BDR grows in that order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from avalanche.benchmarks import nc_benchmark
+from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
+
+from .._utils import check_positive_int
+
+__all__ = [
+    "ICARL_SEED",
+    "DatasetError",
+    "class_folders",
+    "class_order",
+    "make_stream",
+    "stream_layout",
+]
+
+ICARL_SEED = 1993
+"""Seed of the iCaRL class order used by LUCIR, CwD and BDR."""
+
+
+class DatasetError(ValueError):
+    """A data set is missing, incomplete or not in the expected on-disk layout.
+
+    The message names the offending path, what is wrong with it and the
+    layout that was expected.
+    """
+
+
+def class_order(num_classes: int, seed: int = ICARL_SEED) -> list[int]:
+    """The class order ``numpy.random.RandomState(seed).permutation(num_classes)``.
+
+    With the default seed 1993 this is the iCaRL order of the
+    class-incremental literature (CIFAR-100: 68, 56, 78, 8, ...; ImageNet-1k:
+    54, 7, 894, 512, ...).
+    """
+    check_positive_int("num_classes", num_classes)
+    return np.random.RandomState(seed).permutation(num_classes).tolist()
+
+
+def class_folders(folder: str | os.PathLike) -> list[str]:
+    """Sorted names of the sub-folders of ``folder``: the classes, in label
+    order, that torchvision's ``ImageFolder`` finds there."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if entry.is_dir())
+
+
+def stream_layout(
+    num_classes: int, n_base: int, n_phases: int
+) -> tuple[int, dict[int, int] | None]:
+    """``(n_experiences, per_exp_classes)`` for ``nc_benchmark``.
+
+    ``n_base`` classes in the first experience, then ``n_phases`` equal
+    experiences; ``n_base=0`` (the "B0" protocol) gives ``n_phases`` equal
+    experiences from the start.
+    """
+    check_positive_int("n_base", n_base, minimum=0)
+    check_positive_int("n_phases", n_phases)
+    if n_base >= num_classes or (num_classes - n_base) % n_phases != 0:
+        raise ValueError(
+            f"n_base={n_base}, n_phases={n_phases} do not split the {num_classes} "
+            "classes into n_base classes then n_phases equal phases: need "
+            f"0 <= n_base < {num_classes} and {num_classes} - n_base divisible "
+            "by n_phases"
+        )
+    if n_base == 0:
+        return n_phases, None
+    return 1 + n_phases, {0: n_base}
+
+
+def make_stream(
+    train_set: Any,
+    test_set: Any,
+    *,
+    num_classes: int,
+    n_base: int,
+    n_phases: int,
+    seed: int,
+    train_transform: Callable | None,
+    eval_transform: Callable | None,
+) -> NCScenario:
+    """The class-incremental stream of ``train_set``/``test_set``.
+
+    This is the ``nc_benchmark`` call Avalanche's ``SplitCIFAR100`` makes,
+    with the order fixed to :func:`class_order` and class ids remapped to
+    arrival order. The transforms become the datasets' ``train`` and
+    ``eval`` transform groups, so ``experience.dataset.eval()`` gives the
+    eval transform even on training data (herding and BDR rely on it).
+    """
+    n_experiences, per_exp_classes = stream_layout(num_classes, n_base, n_phases)
+    return nc_benchmark(
+        train_dataset=train_set,
+        test_dataset=test_set,
+        n_experiences=n_experiences,
+        task_labels=False,
+        seed=seed,
+        fixed_class_order=class_order(num_classes, seed),
+        shuffle=True,
+        per_exp_classes=per_exp_classes,
+        class_ids_from_zero_in_each_exp=False,
+        class_ids_from_zero_from_first_exp=True,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )

@@ -1,0 +1,120 @@
+"""Class-incremental stream of full ImageNet-1k, through Avalanche's
+``SplitImageNet``.
+
+The data must be in torchvision's ImageNet layout: ``<root>/train/<wnid>/``
+and ``<root>/val/<wnid>/`` image folders (1000 WordNet ids) and
+``<root>/meta.bin`` (or the devkit ``ILSVRC2012_devkit_t12.tar.gz`` from
+which torchvision writes it on first use). The layout is checked before
+Avalanche and torchvision are called, so a wrong path gives a
+:class:`DatasetError` rather than a traceback from inside them. The class
+order is ``class_order(1000, seed)`` (54, 7, 894, 512, ... for seed 1993)
+over the sorted WordNet ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+from avalanche.benchmarks.classic import SplitImageNet
+from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
+
+from .._utils import check_positive_int
+from ._common import (
+    ICARL_SEED,
+    DatasetError,
+    class_folders,
+    class_order,
+    stream_layout,
+)
+from .transforms import imagenet_transforms
+
+__all__ = ["split_imagenet"]
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES = 1000
+
+LAYOUT = (
+    "torchvision's ImageNet layout: <root>/train/<wnid>/*.JPEG and "
+    "<root>/val/<wnid>/*.JPEG for the 1000 WordNet ids, plus <root>/meta.bin "
+    "or the devkit archive <root>/ILSVRC2012_devkit_t12.tar.gz"
+)
+_DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+
+
+def split_imagenet(
+    dataset_root: str | os.PathLike,
+    *,
+    n_base: int = 500,
+    n_phases: int = 5,
+    seed: int = ICARL_SEED,
+    resolution: int = 224,
+) -> NCScenario:
+    """ImageNet-1k: ``n_base`` classes, then ``n_phases`` equal experiences
+    (``n_base=0``: ``n_phases`` equal experiences from the start).
+
+    Built by Avalanche's ``SplitImageNet`` with the iCaRL order
+    ``class_order(1000, seed)``, class ids remapped to arrival order and
+    :func:`~bdr_avalanche.benchmarks.imagenet_transforms` at
+    ``resolution`` (RandomResizedCrop + flip; Resize 256 + CenterCrop 224).
+
+    :raises DatasetError: ``dataset_root`` is not in torchvision's ImageNet
+        layout.
+    """
+    check_positive_int("resolution", resolution)
+    n_experiences, per_exp_classes = stream_layout(NUM_CLASSES, n_base, n_phases)
+    root = Path(dataset_root).expanduser()
+    _check_layout(root)
+    train_transform, eval_transform = imagenet_transforms(resolution)
+    try:
+        return SplitImageNet(
+            str(root),
+            n_experiences=n_experiences,
+            per_exp_classes=per_exp_classes,
+            return_task_id=False,
+            seed=seed,
+            fixed_class_order=class_order(NUM_CLASSES, seed),
+            shuffle=True,
+            class_ids_from_zero_from_first_exp=True,
+            train_transform=train_transform,
+            eval_transform=eval_transform,
+        )
+    except KeyError as err:  # a class folder missing from meta.bin
+        raise DatasetError(
+            f"{root / 'meta.bin'} does not name the class folder {err}; expected "
+            f"the meta.bin of the same ImageNet release ({LAYOUT})"
+        ) from err
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise DatasetError(
+            f"cannot read ImageNet from {root}: {err}; expected {LAYOUT}"
+        ) from err
+
+
+def _check_layout(root: Path) -> None:
+    """Raise :class:`DatasetError` unless ``root`` looks like ImageNet-1k."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not an existing folder; expected {LAYOUT}")
+    if not (root / "meta.bin").is_file() and not (root / _DEVKIT).is_file():
+        raise DatasetError(
+            f"{root} has neither meta.bin nor {_DEVKIT}; expected {LAYOUT}"
+        )
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root} has no '{split}' folder; expected {LAYOUT}")
+    found = {split: class_folders(root / split) for split in ("train", "val")}
+    for split, classes in found.items():
+        if len(classes) != NUM_CLASSES:
+            raise DatasetError(
+                f"{root / split} has {len(classes)} class folders, not "
+                f"{NUM_CLASSES}; expected {LAYOUT}"
+            )
+    if found["train"] != found["val"]:
+        missing = sorted(set(found["train"]) ^ set(found["val"]))
+        raise DatasetError(
+            f"{root / 'train'} and {root / 'val'} have different class folders "
+            f"(e.g. {', '.join(missing[:10])}); expected {LAYOUT}"
+        )
+    logger.info("%s: ImageNet layout found", root)

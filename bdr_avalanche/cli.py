@@ -1,0 +1,154 @@
+"""Command line: ``bdr-avalanche run`` and ``bdr-avalanche compare``.
+
+Both read YAML config files (``-c``, later files win) and then options; the
+options are generated from :class:`~bdr_avalanche.config.ExperimentConfig`,
+so every config key is also an option (``--dataset_root`` or
+``--dataset-root``) and ``--help`` lists them all with their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+
+from .benchmarks import DatasetError
+from .config import METHODS, ConfigError, ExperimentConfig, load_config, parse_value
+from .runner import RunExistsError, run_comparison, run_experiment
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_COMPARISON = (
+    "lucir",
+    "lucir_cwd",
+    "lucir_cwd_bdr",
+    "naive",
+    "replay",
+    "icarl",
+    "lwf",
+    "bic",
+    "gdumb",
+)
+
+EXAMPLES = """\
+examples:
+  bdr-avalanche run                       # digits, LUCIR+CwD+BDR, on a CPU
+  bdr-avalanche run -c experiments/configs/cifar100/b50_5phases_lucir_cwd_bdr.yaml \\
+      --dataset_root data/cifar100 --download
+  bdr-avalanche compare -c experiments/configs/tiny_imagenet_cpu.yaml \\
+      --dataset_root ../shared/data/tiny-imagenet-100.zip --methods lucir,naive
+"""
+
+
+def _default_text(f) -> str:
+    default = f.default if f.default is not MISSING else f.default_factory()
+    return "dataset default" if default is None else repr(default)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration keys (override the config files; values are YAML: "
+        "5, 0.1, true, null, [80,120] or 80,120)"
+    )
+    for f in fields(ExperimentConfig):
+        flags = [f"--{f.name}"]
+        if "_" in f.name:
+            flags.append(f"--{f.name.replace('_', '-')}")
+        boolean = f.type in ("bool", bool)
+        group.add_argument(
+            *flags,
+            dest=f.name,
+            metavar="BOOL" if boolean else "VALUE",
+            nargs="?" if boolean else None,
+            const="true" if boolean else None,
+            default=argparse.SUPPRESS,
+            help=f"{f.metadata['help']} [default: {_default_text(f)}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bdr-avalanche`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="bdr-avalanche",
+        description="Class-incremental experiments with LUCIR, CwD and BDR "
+        "(and Avalanche's built-in strategies) on Avalanche streams.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("run", "train and evaluate one method; write its results folder"),
+        (
+            "compare",
+            "run several methods on the same stream; write a table and figures",
+        ),
+    ):
+        sub = commands.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "-c",
+            "--config",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="YAML config file; repeat to merge several (later ones win)",
+        )
+        sub.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="delete and redo a finished run in the results folder",
+        )
+        sub.add_argument(
+            "-v", "--verbose", action="store_true", help="debug-level logging"
+        )
+        if name == "compare":
+            sub.add_argument(
+                "--methods",
+                default=",".join(DEFAULT_COMPARISON),
+                help="comma-separated methods to compare, from: "
+                + ", ".join(METHODS)
+                + " [default: %(default)s]",
+            )
+        _add_config_options(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bdr-avalanche`` console script."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command, files = args.pop("command"), args.pop("config")
+    overwrite, verbose = args.pop("overwrite"), args.pop("verbose")
+    methods = args.pop("methods", None)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        overrides = {key: parse_value(key, text) for key, text in args.items()}
+        cfg = load_config(files, overrides)
+        if command == "run":
+            run_experiment(cfg, overwrite=overwrite)
+        else:
+            names = [m.strip() for m in methods.split(",") if m.strip()]
+            run_comparison(cfg, names, overwrite=overwrite)
+    except ConfigError as err:
+        parser.exit(2, f"bdr-avalanche: error: {err}\n")
+    except (DatasetError, RunExistsError) as err:
+        parser.exit(1, f"bdr-avalanche: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Experiment configuration: one flat, typed record per run.
+
+A run is described by an :class:`ExperimentConfig`. Values come, in order of
+precedence, from command-line options, then YAML config files (a file may
+name the files it extends with ``inherit:``, relative to itself), then the
+defaults below. Keys left at ``None`` are resolved from the dataset (e.g.
+50 base classes for CIFAR-100, 4 for ``digits``) by :meth:`resolved`.
+
+Every field carries its help text, so the command line and ``--help`` are
+generated from this one definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "METHODS",
+    "OUR_METHODS",
+    "ConfigError",
+    "ExperimentConfig",
+    "load_config",
+]
+
+OUR_METHODS: dict[str, dict[str, bool]] = {
+    "lucir": {},
+    "lucir_cwd": {"cwd": True},
+    "lucir_cwd_bdr": {"cwd": True, "bdr": True},
+}
+"""Our methods and the ``LUCIR`` switches that make them."""
+
+BASELINE_METHODS = ("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der")
+METHODS = (*OUR_METHODS, *BASELINE_METHODS)
+DATASETS = ("digits", "cifar100", "imagenet", "imagefolder")
+BACKBONES = (
+    "small_cnn",
+    "resnet18_cifar",
+    "resnet18_imagenet",
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+# Per dataset: base classes, phases, backbone (None: chosen by resolution).
+_DATASET_DEFAULTS: dict[str, tuple[int, int, str | None]] = {
+    "digits": (4, 3, "small_cnn"),
+    "cifar100": (50, 5, "resnet18_cifar"),
+    "imagenet": (500, 5, "resnet18_imagenet"),
+    "imagefolder": (50, 5, None),
+}
+_CHOICES = {
+    "method": METHODS,
+    "dataset": DATASETS,
+    "backbone": BACKBONES,
+    "wandb_mode": WANDB_MODES,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key has a value that is not allowed."""
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A dataclass field with its help text (lists are copied per instance)."""
+    if isinstance(default, list):
+        return field(default_factory=default.copy, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run; see each field's help."""
+
+    # -- what to run
+    method: str = _opt("lucir_cwd_bdr", "method: " + ", ".join(METHODS))
+    name: str | None = _opt(
+        None, "run name and results sub-folder (default: built from the config)"
+    )
+    seed: int = _opt(1993, "seed of the training RNGs (Python, NumPy, torch)")
+    # -- data
+    dataset: str = _opt(
+        "digits",
+        "digits (embedded, no download), cifar100, imagenet (ImageNet-1k, "
+        "torchvision layout) or imagefolder (root/train/<class>/, root/val/<class>/: "
+        "ImageNet-Subset, Tiny-ImageNet)",
+    )
+    dataset_root: str | None = _opt(
+        None, "dataset folder (or a .zip for imagefolder); required except for digits"
+    )
+    download: bool = _opt(False, "download CIFAR-100 into dataset_root if missing")
+    n_base: int | None = _opt(
+        None,
+        "classes of the first experience; 0 = equal phases from the start "
+        "(default: 4 digits, 50 cifar100/imagefolder, 500 imagenet)",
+    )
+    n_phases: int | None = _opt(
+        None, "incremental experiences after the first (default: 3 digits, else 5)"
+    )
+    class_order_seed: int = _opt(
+        1993, "class order = numpy RandomState(seed).permutation (1993: iCaRL's)"
+    )
+    resolution: int | None = _opt(
+        None, "image side for imagenet/imagefolder (default 224; e.g. 32 or 64)"
+    )
+    in_memory: bool = _opt(
+        False, "imagefolder: decode all images once and keep them in memory"
+    )
+    num_workers: int = _opt(0, "DataLoader worker processes")
+    # -- model
+    backbone: str | None = _opt(
+        None,
+        "backbone: " + ", ".join(BACKBONES) + " (default: by dataset and resolution)",
+    )
+    width: int = _opt(32, "small_cnn: channels of its first convolution")
+    # -- optimisation (per experience)
+    epochs: int = _opt(160, "training epochs per experience")
+    batch_size: int = _opt(128, "training mini-batch size")
+    first_batch_size: int | None = _opt(
+        None, "mini-batch size of the first experience (default: batch_size)"
+    )
+    lr: float = _opt(0.1, "SGD learning rate")
+    first_lr: float | None = _opt(
+        None, "learning rate of the first experience (default: lr)"
+    )
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "SGD weight decay")
+    milestones: list[int] = _opt(
+        [80, 120], "epochs where the lr is multiplied by lr_decay"
+    )
+    lr_decay: float = _opt(0.1, "lr factor at each milestone")
+    eval_batch_size: int = _opt(256, "evaluation mini-batch size")
+    # -- memory
+    mem_per_class: int = _opt(20, "herding exemplars kept per seen class")
+    # -- LUCIR, CwD, BDR
+    lambda_base: float = _opt(5.0, "LUCIR: base weight of the less-forget loss")
+    margin: float = _opt(0.5, "LUCIR: margin of the ranking loss")
+    k: int = _opt(2, "LUCIR: hardest negatives in the ranking loss")
+    mr_weight: float = _opt(1.0, "LUCIR: weight of the ranking loss")
+    cwd_coef: float = _opt(0.5, "CwD: loss coefficient (first experience only)")
+    reject_threshold: int = _opt(1, "CwD: classes with fewer samples are skipped")
+    m1: float = _opt(0.8, "BDR: prior weight of the old classes")
+    m2: float = _opt(0.8, "BDR: prior weight of the new classes")
+    bdr_momentum: float = _opt(0.99, "BDR: momentum of the class statistics")
+    tau: float = _opt(1.0, "BDR: exponent of the prior")
+    # -- where and how
+    device: str = _opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    output_dir: str = _opt("results", "folder that receives the run's results folder")
+    save_models: bool = _opt(True, "save the model after each experience")
+    # -- logging
+    interactive: bool = _opt(True, "Avalanche's interactive (progress bar) logger")
+    text_log: bool = _opt(True, "Avalanche's text logger, to log.txt")
+    csv_log: bool = _opt(True, "Avalanche's CSV logger, to csv/")
+    tensorboard: bool = _opt(False, "Avalanche's TensorBoard logger, to tensorboard/")
+    wandb: bool = _opt(False, "log to Weights & Biases with Avalanche's WandBLogger")
+    wandb_project: str = _opt("bdr-avalanche", "wandb project")
+    wandb_entity: str | None = _opt(None, "wandb entity (user or team)")
+    wandb_tags: list[str] = _opt([], "wandb tags")
+    wandb_mode: str = _opt(
+        "auto", "auto (online with an API key, else offline), online, offline, disabled"
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), _field_types()[f.name])
+        for key, choices in _CHOICES.items():
+            value = getattr(self, key)
+            if value is not None and value not in choices:
+                raise ConfigError(
+                    f"{key}={value!r} is not allowed; choose one of "
+                    + ", ".join(choices)
+                )
+        positive = (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "mem_per_class",
+            "k",
+            "reject_threshold",
+            "width",
+            "n_phases",
+            "first_batch_size",
+            "resolution",
+        )
+        for key in positive:
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}={value!r} is not allowed; it must be >= 1")
+        for key in ("lr", "first_lr", "lr_decay", "tau"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{key}={value!r} is not allowed; it must be > 0")
+        for key in ("weight_decay", "lambda_base", "margin", "mr_weight", "cwd_coef"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{key}={value!r} is not allowed; it must be >= 0")
+        for key in ("momentum", "m1", "m2", "bdr_momentum"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(
+                    f"{key}={getattr(self, key)!r} is not allowed; it must be in [0, 1]"
+                )
+        if self.n_base is not None and self.n_base < 0:
+            raise ConfigError(f"n_base={self.n_base!r} is not allowed; it must be >= 0")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers={self.num_workers!r}; it must be >= 0")
+        if any(m < 1 for m in self.milestones) or sorted(self.milestones) != list(
+            self.milestones
+        ):
+            raise ConfigError(
+                f"milestones={self.milestones!r}; they must be increasing epochs >= 1"
+            )
+        if self.dataset != "digits" and self.dataset_root is None:
+            raise ConfigError(
+                f"dataset_root is required for dataset={self.dataset!r} "
+                "(only digits is embedded)"
+            )
+
+    # ------------------------------------------------------------------
+    def resolved(self) -> ExperimentConfig:
+        """A copy with the dataset-dependent defaults and the name filled in."""
+        n_base, n_phases, backbone = _DATASET_DEFAULTS[self.dataset]
+        resolution = self.resolution
+        if resolution is None and self.dataset in ("imagenet", "imagefolder"):
+            resolution = 224
+        if backbone is None:
+            backbone = "resnet18_imagenet" if resolution >= 128 else "resnet18_cifar"
+        values = {
+            "n_base": n_base if self.n_base is None else self.n_base,
+            "n_phases": n_phases if self.n_phases is None else self.n_phases,
+            "backbone": backbone if self.backbone is None else self.backbone,
+            "resolution": resolution,
+        }
+        if self.name is None:
+            values["name"] = (
+                f"{self.dataset}_b{values['n_base']}_{values['n_phases']}phases_"
+                f"{self.method}_seed{self.seed}"
+            )
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def diff(self, other: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+        """Keys whose values differ, with (self, other) values."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+# ----------------------------------------------------------------------
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(ExperimentConfig)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        raise ConfigError(
+            f"{key}={value!r} has the wrong type; expected {_type_name(hint)}"
+        )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return hint.__name__
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse a command-line value as YAML (``5``, ``0.1``, ``true``,
+    ``null``, ``[80, 120]``); lists may also be given as ``80,120``."""
+    hint = _field_types()[key]
+    value = yaml.safe_load(text) if text.strip() else None
+    is_list = "list" in _type_name(hint)
+    if is_list and not isinstance(value, list):
+        value = [] if value is None else [yaml.safe_load(v) for v in text.split(",")]
+    if (
+        _type_name(hint).startswith("str")
+        and not isinstance(value, str)
+        and value is not None
+    ):
+        value = text  # e.g. a run name that looks like a number
+    return value
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} inherits from itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    parents = data.pop("inherit", [])
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged.update(_read_yaml(path.parent / parent, (*seen, path)))
+    unknown = sorted(set(data) - {f.name for f in fields(ExperimentConfig)})
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {path}; see --help for the keys"
+        )
+    merged.update(data)
+    return merged
+
+
+def load_config(
+    files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
+    """Merge YAML ``files`` (later ones win) and ``overrides`` over the
+    defaults; raise :class:`ConfigError` for unknown keys or bad values."""
+    values: dict[str, Any] = {}
+    for file in files:
+        values.update(_read_yaml(Path(file)))
+    values.update(overrides or {})
+    unknown = sorted(set(values) - {f.name for f in fields(ExperimentConfig)})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; see --help")
+    return ExperimentConfig(**values)

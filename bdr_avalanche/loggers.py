@@ -1,0 +1,202 @@
+"""Avalanche loggers for a run, including Weights & Biases that never hangs.
+
+``WandBLogger`` calls ``wandb.init`` as soon as it is built. Without an API
+key that would prompt for one, and without a network an online run waits
+for its init timeout; both are fatal on a cluster node. ``wandb_mode="auto"``
+therefore runs online only when an API key is configured and otherwise in
+wandb's offline mode (the run directory can be uploaded later with
+``wandb sync``); an online start that fails falls back to offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import netrc
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
+from avalanche.logging import (
+    BaseLogger,
+    CSVLogger,
+    InteractiveLogger,
+    TensorboardLogger,
+    TextLogger,
+)
+from avalanche.logging import WandBLogger as _AvalancheWandBLogger
+from matplotlib.figure import Figure
+from PIL.Image import Image
+from torch import Tensor
+
+from .config import ExperimentConfig
+
+__all__ = ["RunLoggers", "WandBLogger", "resolve_wandb_mode"]
+
+log = logging.getLogger(__name__)
+
+WANDB_INIT_TIMEOUT_S = 30.0
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` → ``online`` when an API key is configured (``WANDB_API_KEY``
+    or ``~/.netrc``), ``offline`` otherwise; ``WANDB_MODE`` in the
+    environment wins over ``auto``."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return env
+    return "online" if _has_wandb_key() else "offline"
+
+
+class WandBLogger(_AvalancheWandBLogger):
+    """Avalanche's ``WandBLogger``, working with current wandb releases.
+
+    Avalanche 0.6 calls ``wandb.util.generate_id`` and ``wandb.viz``, which
+    wandb has removed: build it with an ``id`` in ``params`` (see
+    :class:`RunLoggers`) and log metric values with this method.
+    """
+
+    def log_single_metric(self, name, value, x_plot) -> None:
+        self.step = x_plot
+        if isinstance(value, AlternativeValues):
+            value = value.best_supported_value(
+                Image, Tensor, TensorImage, Figure, float, int
+            )
+        wandb = self.wandb
+        if isinstance(value, Image):
+            value = wandb.Image(value)
+        elif isinstance(value, TensorImage):
+            value = wandb.Image(np.array(value))
+        elif isinstance(value, Tensor):
+            histogram = np.histogram(value.view(-1).numpy())
+            value = wandb.Histogram(np_histogram=histogram)
+        elif not isinstance(value, (float, int, Figure)):
+            return  # checkpoints and other unsupported values
+        wandb.log({name: value}, step=self.step)
+
+
+class RunLoggers:
+    """The Avalanche loggers a config asks for, writing into ``run_dir``.
+
+    ``loggers`` go to the evaluation plugin; :meth:`log_results` sends the
+    final figures and tables to wandb as an artifact; :meth:`close` flushes
+    files and finishes the wandb run.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
+        self.loggers: list[BaseLogger] = []
+        self._files: list[TextIO] = []
+        self.wandb: WandBLogger | None = None
+        if cfg.interactive:
+            self.loggers.append(InteractiveLogger())
+        if cfg.text_log:
+            file = open(run_dir / "log.txt", "a")  # noqa: SIM115 - closed in close()
+            self._files.append(file)
+            self.loggers.append(TextLogger(file))
+        if cfg.csv_log:
+            self.loggers.append(CSVLogger(str(run_dir / "csv")))
+        if cfg.tensorboard:
+            self.loggers.append(TensorboardLogger(str(run_dir / "tensorboard")))
+        if cfg.wandb:
+            self.wandb = _make_wandb_logger(cfg, run_dir)
+            if self.wandb is not None:
+                self.loggers.append(self.wandb)
+
+    def log_results(self, files: Iterable[Path], summary: dict[str, Any]) -> None:
+        """Log ``summary`` to the wandb run summary, images among ``files``
+        as wandb images, and all ``files`` as one ``results`` artifact."""
+        if self.wandb is None:
+            return
+        wandb = self.wandb.wandb
+        run = wandb.run
+        files = [Path(f) for f in files]
+        run.summary.update(summary)
+        images = {f.stem: wandb.Image(str(f)) for f in files if f.suffix == ".png"}
+        if images:
+            run.log(images)
+        for file in files:
+            if file.suffix == ".csv":
+                header, *rows = _read_csv(file)
+                run.log({file.stem: wandb.Table(columns=header, data=rows)})
+        artifact = wandb.Artifact(f"results-{run.id}", type="results")
+        for file in files:
+            artifact.add_file(str(file))
+        run.log_artifact(artifact)
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+        for logger in self.loggers:
+            if isinstance(logger, TensorboardLogger):
+                logger.writer.close()
+        if self.wandb is not None:
+            self.wandb.wandb.finish()
+            self.wandb = None
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as file:
+        return list(csv.reader(file))
+
+
+def _make_wandb_logger(cfg: ExperimentConfig, run_dir: Path) -> WandBLogger | None:
+    import wandb
+
+    mode = resolve_wandb_mode(cfg.wandb_mode)
+    if mode == "disabled":
+        log.info("wandb is disabled (wandb_mode=disabled)")
+        return None
+
+    def build(mode: str) -> WandBLogger:
+        params: dict[str, Any] = {
+            # Avalanche 0.6 makes an id with wandb.util.generate_id, which
+            # recent wandb releases no longer have; giving one skips that.
+            "id": secrets.token_hex(4),
+            "mode": mode,
+            "entity": cfg.wandb_entity,
+            "tags": list(cfg.wandb_tags),
+            "group": cfg.dataset,
+            "job_type": cfg.method,
+            "settings": wandb.Settings(
+                init_timeout=WANDB_INIT_TIMEOUT_S, silent=True, console="off"
+            ),
+        }
+        return WandBLogger(
+            project_name=cfg.wandb_project,
+            run_name=cfg.name or "run",
+            save_code=False,
+            config=cfg.to_dict(),
+            dir=str(run_dir),
+            path=str(run_dir / "wandb_checkpoints"),
+            params=params,
+        )
+
+    if mode == "online":
+        try:
+            return build("online")
+        except Exception as err:  # wandb raises several types on network failure
+            log.warning("wandb could not start online (%s); logging offline", err)
+            wandb.finish()
+    logger = build("offline")
+    log.info("wandb is offline; upload later with: wandb sync %s", _run_dir(logger))
+    return logger
+
+
+def _run_dir(logger: WandBLogger) -> str:
+    run = logger.wandb.run
+    return str(Path(run.dir).parent) if run is not None else "<wandb dir>"

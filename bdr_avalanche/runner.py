@@ -1,0 +1,355 @@
+"""Run an experiment from an :class:`~bdr_avalanche.config.ExperimentConfig`.
+
+:func:`run_experiment` builds the stream, the backbone and the strategy
+(ours or one of Avalanche's built-ins), trains with the class-incremental
+protocol of :mod:`bdr_avalanche.protocol`, and writes one results folder:
+
+- ``config.yaml``: the resolved configuration;
+- ``results.json``, ``accuracy_matrix.csv``, ``phases.csv``,
+  ``accuracy_matrix.png`` (see :mod:`bdr_avalanche.report`);
+- ``models/exp_XX.pt``: the model's ``state_dict`` after each experience;
+- the loggers' output (``log.txt``, ``csv/``, ``tensorboard/``, ``wandb/``).
+
+:func:`run_comparison` runs several methods on the same stream and writes
+the comparison table and figures next to their run folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .baselines import MEMORY_MATCHING, make_baseline
+from .benchmarks import (
+    DatasetError,
+    split_cifar100,
+    split_digits,
+    split_imagefolder,
+    split_imagenet,
+)
+from .config import METHODS, OUR_METHODS, ConfigError, ExperimentConfig
+from .loggers import RunLoggers
+from .models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
+from .protocol import IncrementalResults, make_evaluator, train_and_evaluate
+from .report import read_run, run_summary, write_comparison, write_json, write_run
+from .strategy import LUCIR
+
+__all__ = [
+    "RunExistsError",
+    "build_backbone",
+    "build_benchmark",
+    "build_strategy",
+    "resolve_device",
+    "run_comparison",
+    "run_experiment",
+]
+
+log = logging.getLogger(__name__)
+
+OUR_MEMORY = "herding, mem_per_class exemplars for every seen class (the paper's rule)"
+
+
+class RunExistsError(RuntimeError):
+    """The results folder holds a finished run and overwriting was not asked."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA device that does not
+    exist raises :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(
+                f"device={name!r} does not exist: this machine has {count} CUDA "
+                "device(s); use auto or cpu"
+            )
+    return device
+
+
+def build_benchmark(cfg: ExperimentConfig):
+    """The class-incremental stream the (resolved) config names."""
+    if cfg.dataset == "digits":
+        if cfg.n_phases is None or cfg.n_base < 1:
+            raise ConfigError("digits needs n_base >= 1")
+        return split_digits(
+            n_base=cfg.n_base,
+            increment=_increment(cfg, total=10),
+            seed=cfg.class_order_seed,
+        )
+    common = {
+        "n_base": cfg.n_base,
+        "n_phases": cfg.n_phases,
+        "seed": cfg.class_order_seed,
+    }
+    try:
+        if cfg.dataset == "cifar100":
+            return split_cifar100(cfg.dataset_root, download=cfg.download, **common)
+        if cfg.dataset == "imagenet":
+            return split_imagenet(cfg.dataset_root, resolution=cfg.resolution, **common)
+        return split_imagefolder(
+            cfg.dataset_root,
+            resolution=cfg.resolution,
+            in_memory=cfg.in_memory,
+            **common,
+        )
+    except DatasetError:
+        raise
+    except ValueError as err:  # inconsistent class counts and the like
+        raise ConfigError(str(err)) from None
+
+
+def _increment(cfg: ExperimentConfig, total: int) -> int:
+    rest = total - cfg.n_base
+    if rest <= 0 or rest % cfg.n_phases:
+        raise ConfigError(
+            f"n_base={cfg.n_base} and n_phases={cfg.n_phases} do not split the "
+            f"{total} classes of {cfg.dataset}: n_base + n_phases * increment must "
+            f"equal {total}"
+        )
+    return rest // cfg.n_phases
+
+
+def build_backbone(cfg: ExperimentConfig) -> nn.Module:
+    """The (resolved) config's backbone, randomly initialised."""
+    channels = 1 if cfg.dataset == "digits" else 3
+    if cfg.backbone == "small_cnn":
+        return SmallCNN(in_channels=channels, width=cfg.width)
+    if channels != 3:
+        raise ConfigError(
+            f"backbone={cfg.backbone!r} needs RGB images; {cfg.dataset} is "
+            "grey-scale: use backbone=small_cnn"
+        )
+    if cfg.backbone == "resnet18_cifar":
+        return resnet18_cifar()
+    if cfg.backbone == "resnet18_imagenet":
+        return resnet18_imagenet()
+    return CifarResNet(depth=int(cfg.backbone.removeprefix("resnet")))
+
+
+def build_strategy(
+    cfg: ExperimentConfig,
+    backbone: nn.Module,
+    num_classes: int,
+    device: torch.device,
+    evaluator,
+) -> SupervisedTemplate:
+    """Our ``LUCIR`` strategy for our methods, else an Avalanche baseline."""
+    schedule: dict[str, Any] = {
+        "lr": cfg.lr,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "milestones": list(cfg.milestones),
+        "lr_decay": cfg.lr_decay,
+        "train_mb_size": cfg.batch_size,
+        "train_epochs": cfg.epochs,
+        "eval_mb_size": cfg.eval_batch_size,
+        "mem_per_class": cfg.mem_per_class,
+        "device": device,
+        "evaluator": evaluator,
+    }
+    if cfg.method not in OUR_METHODS:
+        return make_baseline(
+            cfg.method, backbone=backbone, num_classes=num_classes, **schedule
+        )
+    return LUCIR(
+        backbone=backbone,
+        first_lr=cfg.first_lr,
+        first_train_mb_size=cfg.first_batch_size,
+        lambda_base=cfg.lambda_base,
+        margin=cfg.margin,
+        k=cfg.k,
+        mr_weight=cfg.mr_weight,
+        cwd_coef=cfg.cwd_coef,
+        reject_threshold=cfg.reject_threshold,
+        m1=cfg.m1,
+        m2=cfg.m2,
+        bdr_momentum=cfg.bdr_momentum,
+        tau=cfg.tau,
+        **OUR_METHODS[cfg.method],
+        **schedule,
+    )
+
+
+def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+    if overwrite and run_dir.exists():
+        log.info("overwriting %s", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` and write its results folder; return the results record
+    (also saved as ``results.json``)."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.output_dir) / cfg.name
+    if (run_dir / "results.json").exists() and not overwrite:
+        raise RunExistsError(
+            f"{run_dir} already holds a finished run; pass --overwrite to start it "
+            "again, or choose another name/output_dir"
+        )
+    RNGManager.set_random_seeds(cfg.seed)
+    # Config and data errors surface before any file is written.
+    backbone = build_backbone(cfg)
+    benchmark = build_benchmark(cfg)
+    classes = [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
+    classes_seen = [sum(classes[: t + 1]) for t in range(len(classes))]
+
+    _prepare_run_dir(run_dir, cfg, overwrite)
+    loggers = RunLoggers(cfg, run_dir)
+    try:
+        strategy = build_strategy(
+            cfg, backbone, classes_seen[-1], device, make_evaluator(loggers.loggers)
+        )
+        log.info(
+            "%s: %s on %s (%d experiences, classes %s), %s, results in %s",
+            cfg.name,
+            cfg.method,
+            cfg.dataset,
+            len(classes),
+            classes,
+            device,
+            run_dir,
+        )
+        times: list[float] = []
+        clock = [time.perf_counter()]
+
+        def after_experience(t: int, results: IncrementalResults) -> None:
+            now = time.perf_counter()
+            times.append(now - clock[0])
+            if cfg.save_models:
+                models = run_dir / "models"
+                models.mkdir(exist_ok=True)
+                torch.save(strategy.model.state_dict(), models / f"exp_{t:02d}.pt")
+            clock[0] = time.perf_counter()  # saving is not training time
+
+        with tqdm(
+            total=len(classes), desc=cfg.name, unit="exp", disable=cfg.interactive
+        ) as bar:
+            results = train_and_evaluate(
+                strategy,
+                benchmark,
+                progress=bar,
+                on_experience_end=after_experience,
+                num_workers=cfg.num_workers,
+            )
+        summary = {
+            "name": cfg.name,
+            "method": cfg.method,
+            "dataset": cfg.dataset,
+            "device": str(device),
+            "versions": _versions(),
+            **run_summary(results, classes_seen, times),
+        }
+        files = write_run(run_dir, summary, f"{cfg.method} ({cfg.dataset})")
+        write_json(run_dir / "results.json", summary)
+        loggers.log_results(
+            [run_dir / "results.json", *files],
+            {
+                k: summary[k]
+                for k in (
+                    "average_incremental_accuracy",
+                    "last_accuracy",
+                    "forgetting",
+                    "wall_time_s",
+                )
+            },
+        )
+    finally:
+        loggers.close()
+    log.info(
+        "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
+        cfg.name,
+        100 * summary["average_incremental_accuracy"],
+        100 * summary["last_accuracy"],
+        100 * summary["forgetting"],
+    )
+    return summary
+
+
+def run_comparison(
+    cfg: ExperimentConfig, methods: Sequence[str], overwrite: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Run every method of ``methods`` with ``cfg``'s stream, backbone,
+    schedule and memory, then write the comparison table and figures.
+
+    Runs go to ``<output_dir>/<name>/<method>/``. A method whose folder
+    already holds a finished run with the same configuration is not run
+    again (so an interrupted comparison picks up where it stopped); one
+    with a different configuration raises unless ``overwrite``.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ConfigError(
+            f"methods={','.join(methods)!r} is not allowed; give one or more of "
+            + ", ".join(METHODS)
+        )
+    base = cfg.resolved()
+    name = cfg.name or (
+        f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases_seed{base.seed}"
+    )
+    out_dir = Path(cfg.output_dir) / name
+    runs: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        sub = dataclasses.replace(
+            base, method=method, name=method, output_dir=str(out_dir)
+        )
+        run_dir = out_dir / method
+        if not overwrite and (run_dir / "results.json").exists():
+            previous = yaml.safe_load((run_dir / "config.yaml").read_text())
+            changed = {
+                k: (previous.get(k), v)
+                for k, v in sub.to_dict().items()
+                if previous.get(k) != v
+            }
+            if changed:
+                raise RunExistsError(
+                    f"{run_dir} holds a finished run with another configuration "
+                    f"(differs in {', '.join(sorted(changed))}); pass --overwrite "
+                    "to run it again"
+                )
+            log.info("%s: reusing the finished run in %s", method, run_dir)
+            runs[method] = read_run(run_dir)
+            continue
+        runs[method] = run_experiment(sub, overwrite=overwrite)
+    notes = {m: OUR_MEMORY if m in OUR_METHODS else MEMORY_MATCHING[m] for m in runs}
+    title = (
+        f"{base.dataset}: {base.n_base} base classes + {base.n_phases} phases, "
+        f"{base.backbone}, {base.epochs} epochs, {base.mem_per_class} exemplars/class"
+    )
+    write_comparison(runs, out_dir, title, notes)
+    log.info("comparison written to %s", out_dir)
+    return runs
+
+
+def _versions() -> dict[str, str]:
+    import avalanche
+
+    return {
+        "bdr_avalanche": __version__,
+        "avalanche": avalanche.__version__,
+        "torch": torch.__version__,
+    }

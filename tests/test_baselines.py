@@ -1,0 +1,259 @@
+"""Avalanche baselines: end to end runs, memory budget, schedule, fixes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from avalanche.models import NCMClassifier
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.losses import ICaRLLossPlugin
+from avalanche.training.plugins import BiCPlugin, LwFPlugin, SupervisedPlugin
+from avalanche.training.storage_policy import ClassBalancedBuffer
+from conftest import make_benchmark
+
+from bdr_avalanche.baselines import (
+    BASELINES,
+    DEFAULT_HPARAMS,
+    MEMORY_MATCHING,
+    GrowingMemoryBudget,
+    _BiCPlugin,
+    _EvalMaskedClassifier,
+    _SeenClassesNCM,
+    exemplars_per_class,
+    make_baseline,
+)
+from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
+
+MEM = 5  # per class, with 30 training samples per class
+LR, DECAY = 0.1, 0.1
+MEMORY_BASELINES = ("replay", "icarl", "bic", "gdumb", "der")
+
+
+class Recorder(SupervisedPlugin):
+    """What each baseline does, recorded while it trains and evaluates."""
+
+    def __init__(self, test_x: torch.Tensor) -> None:
+        super().__init__()
+        self.test_x = test_x
+        self.lrs: list[list[float]] = []
+        self.optimizer_state: list[int] = []
+        self.teacher_training: list[bool] = []
+        self.memory: list[dict[int, int]] = []
+        self.predicted: list[set[int]] = []
+        self.replaying: list[bool] = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.lrs.append([])
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if not self.lrs[-1]:
+            self.optimizer_state.append(len(strategy.optimizer.state))
+            self.replaying.append(getattr(strategy, "replay_loader", None) is not None)
+        self.lrs[-1].append(strategy.optimizer.param_groups[0]["lr"])
+
+    def after_training_iteration(self, strategy, **kwargs):
+        for plugin in strategy.plugins:
+            if isinstance(plugin, LwFPlugin) and plugin.lwf.prev_model is not None:
+                self.teacher_training.append(plugin.lwf.prev_model.training)
+            if isinstance(plugin, ICaRLLossPlugin) and plugin.old_model is not None:
+                old = plugin.old_model
+                self.teacher_training.append(old.feature_extractor.training)
+                assert old.training  # must answer with its training classifier
+
+    def after_eval(self, strategy, **kwargs):
+        self.memory.append(exemplars_per_class(strategy))
+        model = strategy.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            preds = model(self.test_x.to(strategy.device)).argmax(1)
+        model.train(was_training)
+        self.predicted.append(set(preds.tolist()))
+
+
+def _build(name: str, plugins=(), **kwargs):
+    hparams = {"stage_2_epochs": 20} if name == "bic" else None
+    return make_baseline(
+        name,
+        backbone=SmallCNN(in_channels=3, width=8),
+        num_classes=6,
+        mem_per_class=MEM,
+        lr=LR,
+        milestones=(1,),
+        lr_decay=DECAY,
+        train_mb_size=10,
+        train_epochs=2,
+        eval_mb_size=64,
+        device="cpu",
+        evaluator=make_evaluator(),
+        plugins=plugins,
+        hparams=hparams,
+        **kwargs,
+    )
+
+
+_RUNS: dict[str, tuple] = {}
+
+
+def run(name: str):
+    """(strategy, results, recorder) of one 3-experience run, cached."""
+    if name not in _RUNS:
+        RNGManager.set_random_seeds(0)
+        benchmark = make_benchmark()
+        test_x = torch.stack(
+            [x for exp in benchmark.test_stream for x, *_ in exp.dataset.eval()]
+        )
+        recorder = Recorder(test_x)
+        strategy = _build(name, plugins=[recorder])
+        results = train_and_evaluate(strategy, benchmark)
+        _RUNS[name] = (strategy, results, recorder)
+    return _RUNS[name]
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_runs_end_to_end(name):
+    _, results, _ = run(name)
+    a = results.accuracy_matrix
+    assert a.shape == (3, 3)
+    assert np.isfinite(a[np.tril_indices(3)]).all()
+    assert np.isnan(a[np.triu_indices(3, k=1)]).all()
+    assert all(0.0 <= v <= 1.0 for v in results.seen_accuracy)
+    assert math.isfinite(results.average_incremental_accuracy)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_prediction_only_among_seen_classes(name):
+    # After experience t the model is called directly on the test images of
+    # all 6 classes, unseen ones included: the argmax stays among the seen.
+    _, _, recorder = run(name)
+    assert len(recorder.predicted) == 3
+    for t, predicted in enumerate(recorder.predicted):
+        assert predicted <= set(range(2 * (t + 1))), (t, predicted)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_direct_model_calls_agree_with_avalanche_eval(name):
+    # The old/new breakdown of the protocol calls the model directly; it must
+    # see the same predictions as Avalanche's eval loop (BiC's bias layer).
+    _, results, _ = run(name)
+    for t in range(1, 3):
+        mixed = (t * results.old_accuracy[t] + results.new_accuracy[t]) / (t + 1)
+        assert mixed == pytest.approx(results.seen_accuracy[t], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_memory_per_seen_class(name):
+    _, _, recorder = run(name)
+    for t, memory in enumerate(recorder.memory):
+        if name in MEMORY_BASELINES:
+            assert memory == dict.fromkeys(range(2 * (t + 1)), MEM), (t, memory)
+        else:
+            assert memory == {}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_schedule_and_momentum_reset_per_experience(name):
+    _, _, recorder = run(name)
+    assert recorder.lrs == [pytest.approx([LR, LR * DECAY])] * 3
+    assert recorder.optimizer_state == [0, 0, 0]
+
+
+def test_der_replays_with_unmasked_logits():
+    strategy, _, recorder = run("der")
+    assert recorder.replaying == [False, True, True]
+    logits = torch.stack([item[3] for item in strategy.storage_policy.buffer])
+    assert logits.shape == (6 * MEM, 6)
+    assert logits.abs().max() < 100  # no mask value (-1000) among the targets
+
+
+@pytest.mark.parametrize("name", ["lwf", "icarl"])
+def test_teacher_in_eval_mode(name):
+    _, _, recorder = run(name)
+    assert recorder.teacher_training  # a teacher existed after experience 0
+    assert not any(recorder.teacher_training)
+
+
+def test_bic_memory_split_and_bias_layer_in_model():
+    strategy, _, _ = run("bic")
+    bic = next(p for p in strategy.plugins if isinstance(p, BiCPlugin))
+    val = {c: len(b.buffer) for c, b in bic.val_buffer.items()}
+    assert val == dict.fromkeys(range(6), 1)
+    replay = [int(y) for y in bic.storage_policy.buffer.targets]
+    assert sorted(replay) == sorted(list(range(6)) * (MEM - 1))
+    layer = bic.bias_layer
+    assert layer.clss.tolist() == [4, 5]
+    assert (layer.alpha.item(), layer.beta.item()) != (1.0, 0.0)
+    x = torch.randn(7, 3, 8, 8)
+    model = strategy.model.eval()
+    with torch.no_grad():
+        corrected = model(x)
+        bic.correct_outputs = False
+        raw = model(x)
+        bic.correct_outputs = True
+    assert torch.allclose(corrected, layer(raw))
+    assert not torch.allclose(corrected, raw)
+
+
+def test_bic_distillation_is_over_classes():
+    torch.manual_seed(0)
+    new, old = torch.randn(5, 4), torch.randn(5, 4)
+    plugin = _BiCPlugin(val_per_class=1, T=3)
+    expected = -(F.softmax(old / 3, 1) * F.log_softmax(new / 3, 1)).sum(1).mean()
+    assert plugin.cross_entropy(new, old) == pytest.approx(expected.item())
+    # Avalanche 0.6's version takes the softmax over the batch, at T=2.
+    assert BiCPlugin().cross_entropy(new, old) != pytest.approx(expected.item())
+
+
+def test_icarl_ncm_never_predicts_classes_without_a_mean():
+    means = {0: torch.tensor([1.0, 0, 0]), 1: torch.tensor([0, 1.0, 0])}
+    means[2] = torch.zeros(3)  # what iCaRL stores for a class not seen yet
+    x = torch.tensor([[0.1, 0.0, 1.0], [0.0, 0.2, 1.0]])
+    plain, masked = NCMClassifier(), _SeenClassesNCM()
+    for ncm in (plain, masked):
+        ncm.replace_class_means_dict(means)
+    assert plain(x).argmax(1).tolist() == [2, 2]  # the Avalanche bug
+    assert masked(x).argmax(1).tolist() == [0, 1]
+    strategy, _, _ = run("icarl")
+    assert isinstance(strategy.model.eval_classifier, _SeenClassesNCM)
+
+
+def test_der_head_masks_unseen_classes_only_in_eval():
+    head = _EvalMaskedClassifier(4, initial_out_features=6)
+    head.active_units[:2] = 1
+    x = torch.randn(3, 4)
+    assert (head.train()(x) > -100).all()
+    out = head.eval()(x)
+    assert (out[:, 2:] == head.mask_value).all()
+    assert (out[:, :2] > -100).all()
+
+
+def test_growing_budget_needs_an_adaptive_buffer():
+    fixed = ClassBalancedBuffer(10, adaptive_size=False, total_num_classes=2)
+    strategy = _build("naive", plugins=[GrowingMemoryBudget(MEM, fixed)])
+    with pytest.raises(ValueError, match="adaptive_size=True"):
+        strategy.train(make_benchmark().train_stream[0], eval_streams=[])
+
+
+def test_unknown_baseline_and_bad_arguments():
+    with pytest.raises(ValueError, match="choose one of .*naive.*der"):
+        _build("ewc")
+    with pytest.raises(ValueError, match="unknown hyper-parameters"):
+        make_baseline("lwf", backbone=SmallCNN(3, 8), num_classes=6, hparams={"x": 1})
+    with pytest.raises(ValueError, match="out_dim"):
+        make_baseline("naive", backbone=torch.nn.Linear(3, 3), num_classes=6)
+    with pytest.raises(ValueError, match="mem_per_class must be >= 2"):
+        make_baseline("bic", backbone=SmallCNN(3, 8), num_classes=6, mem_per_class=1)
+    with pytest.raises(ValueError, match="lr"):
+        make_baseline("naive", backbone=SmallCNN(3, 8), num_classes=6, lr=0.0)
+
+
+def test_tables_cover_every_baseline():
+    assert set(MEMORY_MATCHING) == set(BASELINES) == set(DEFAULT_HPARAMS)
+    backbone = SmallCNN(3, 8, last_relu=False)
+    make_baseline("naive", backbone=backbone, num_classes=6, device="cpu")
+    assert backbone.last_relu

@@ -1,0 +1,137 @@
+"""Config files, overrides and their validation; the command line's help."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from bdr_avalanche.cli import build_parser, main
+from bdr_avalanche.config import ConfigError, ExperimentConfig, load_config, parse_value
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def test_defaults_resolve_per_dataset():
+    digits = ExperimentConfig().resolved()
+    assert (digits.n_base, digits.n_phases, digits.backbone) == (4, 3, "small_cnn")
+    assert digits.name == "digits_b4_3phases_lucir_cwd_bdr_seed1993"
+    cifar = ExperimentConfig(dataset="cifar100", dataset_root="x").resolved()
+    assert (cifar.n_base, cifar.n_phases, cifar.backbone) == (50, 5, "resnet18_cifar")
+    small = ExperimentConfig(dataset="imagefolder", dataset_root="x", resolution=32)
+    assert small.resolved().backbone == "resnet18_cifar"
+    big = ExperimentConfig(dataset="imagefolder", dataset_root="x").resolved()
+    assert (big.resolution, big.backbone) == (224, "resnet18_imagenet")
+
+
+def test_inherit_and_later_files_win(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 7\nlr: 0.5\n")
+    (tmp_path / "child.yaml").write_text("inherit: base.yaml\nlr: 0.2\n")
+    (tmp_path / "last.yaml").write_text("batch_size: 16\n")
+    cfg = load_config([tmp_path / "child.yaml", tmp_path / "last.yaml"], {"lr": 0.3})
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (7, 0.3, 16)
+
+
+def test_inherit_cycle_is_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("inherit: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config([tmp_path / "a.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epoch: 5\n", r"unknown key\(s\) epoch in .*bad.yaml"),
+        ("epochs: ten\n", r"epochs='ten' has the wrong type; expected int"),
+        ("epochs: 0\n", r"epochs=0 is not allowed; it must be >= 1"),
+        ("m1: 1.5\n", r"m1=1.5 is not allowed; it must be in \[0, 1\]"),
+        ("method: ewc\n", r"method='ewc' is not allowed; choose one of lucir, "),
+        ("milestones: [120, 80]\n", r"milestones=\[120, 80\]; they must be increasing"),
+        ("dataset: cifar100\n", r"dataset_root is required for dataset='cifar100'"),
+        ("lr: -1\n", r"lr=-1 is not allowed; it must be > 0"),
+        ("- 1\n- 2\n", r"must hold a mapping"),
+        ("a: [\n", r"is not valid YAML"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config([path])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere.yaml does not exist"):
+        load_config([tmp_path / "nowhere.yaml"])
+
+
+def test_parse_value():
+    assert parse_value("milestones", "80,120") == [80, 120]
+    assert parse_value("milestones", "[3, 4]") == [3, 4]
+    assert parse_value("lr", "0.05") == 0.05
+    assert parse_value("wandb", "true") is True
+    assert parse_value("first_lr", "null") is None
+    assert parse_value("name", "123") == "123"
+    assert parse_value("wandb_tags", "a,b") == ["a", "b"]
+
+
+def test_every_preset_loads_and_validates():
+    presets = sorted(CONFIGS.rglob("*.yaml"))
+    assert len(presets) >= 9 * 3
+    for preset in presets:
+        cfg = load_config([preset]).resolved()
+        assert cfg.name
+    bdr = load_config([CONFIGS / "cifar100" / "b50_10phases_lucir_cwd_bdr.yaml"])
+    assert (bdr.method, bdr.n_base, bdr.n_phases, bdr.epochs) == (
+        "lucir_cwd_bdr",
+        50,
+        10,
+        160,
+    )
+    assert (bdr.milestones, bdr.lr, bdr.mem_per_class, bdr.m1) == (
+        [80, 120],
+        0.1,
+        20,
+        0.8,
+    )
+    subset = load_config([CONFIGS / "imagenet_subset" / "b50_25phases_lucir.yaml"])
+    assert (subset.dataset, subset.lambda_base, subset.n_phases) == (
+        "imagefolder",
+        10.0,
+        25,
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_help_documents_every_key(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for f in fields(ExperimentConfig):
+        assert f"--{f.name}" in text, f.name
+    assert "--config" in text and "--overwrite" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--epochs", "0"], "epochs=0 is not allowed"),
+        (["run", "--bogus", "1"], "unrecognized arguments: --bogus"),
+        (["run", "--device", "cuda:7"], "device='cuda:7' does not exist"),
+        (["run", "--device", "banana"], "device='banana' is not a device"),
+        (["run", "--backbone", "resnet32"], "needs RGB images; digits is grey-scale"),
+        (["run", "--n_base", "5"], "do not split the 10 classes of digits"),
+        (["compare", "--methods", "lucir,ewc"], "methods='lucir,ewc' is not allowed"),
+    ],
+)
+def test_command_line_errors_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) <= 2  # usage line + message, no traceback
+    assert not any(tmp_path.iterdir()), "no results folder may be left behind"
