@@ -21,18 +21,6 @@ from .runner import RunExistsError, run_comparison, run_experiment
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_COMPARISON = (
-    "lucir",
-    "lucir_cwd",
-    "lucir_cwd_bdr",
-    "naive",
-    "replay",
-    "icarl",
-    "lwf",
-    "bic",
-    "gdumb",
-)
-
 EXAMPLES = """\
 examples:
   bdr-avalanche run                       # digits, LUCIR+CwD+BDR, on a CPU
@@ -43,17 +31,23 @@ examples:
 """
 
 
-def _default_text(f) -> str:
+def _help(f) -> str:
     default = f.default if f.default is not MISSING else f.default_factory()
-    return "dataset default" if default is None else repr(default)
+    if default is None:  # the help text says what None means
+        return f.metadata["help"]
+    return f"{f.metadata['help']} [default: {default!r}]"
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(
+    parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
+) -> None:
     group = parser.add_argument_group(
         "configuration keys (override the config files; values are YAML: "
         "5, 0.1, true, null, [80,120] or 80,120)"
     )
     for f in fields(ExperimentConfig):
+        if f.name in skip:
+            continue
         flags = [f"--{f.name}"]
         if "_" in f.name:
             flags.append(f"--{f.name.replace('_', '-')}")
@@ -65,7 +59,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             nargs="?" if boolean else None,
             const="true" if boolean else None,
             default=argparse.SUPPRESS,
-            help=f"{f.metadata['help']} [default: {_default_text(f)}]",
+            help=_help(f),
         )
 
 
@@ -112,12 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compare":
             sub.add_argument(
                 "--methods",
-                default=",".join(DEFAULT_COMPARISON),
+                default=",".join(METHODS),
                 help="comma-separated methods to compare, from: "
                 + ", ".join(METHODS)
-                + " [default: %(default)s]",
+                + " [default: all]",
             )
-        _add_config_options(sub)
+        # compare sets `method` itself, and its `name` is the comparison's
+        _add_config_options(sub, skip=("method",) if name == "compare" else ())
     return parser
 
 

@@ -39,9 +39,9 @@ _STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
 def make_evaluator(loggers: Sequence[BaseLogger] = ()) -> EvaluationPlugin:
     """Avalanche metrics the protocol reads: per-experience and stream
-    accuracy and forgetting, plus the training loss."""
+    accuracy and forgetting, plus the training accuracy and loss per epoch."""
     return EvaluationPlugin(
-        accuracy_metrics(experience=True, stream=True),
+        accuracy_metrics(epoch=True, experience=True, stream=True),
         forgetting_metrics(experience=True, stream=True),
         loss_metrics(epoch=True),
         loggers=list(loggers),

@@ -182,6 +182,9 @@ def plot_accuracy_matrices(runs: Mapping[str, Mapping[str, Any]], path: Path) ->
                         fontsize=7,
                         color="white" if matrix[t, j] < 60 else "black",
                     )
+        ticks = range(0, size, 1 if size <= 11 else 5)
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("experience evaluated")
         ax.set_ylabel("after experience")

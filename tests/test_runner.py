@@ -249,3 +249,24 @@ def test_console_entry_point_runs(tmp_path):
         False,
     )
     assert "average incremental accuracy" in done.stderr
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path, capsys):
+    missing = tmp_path / "no-cifar"
+    argv = [
+        "run",
+        "--dataset",
+        "cifar100",
+        "--dataset_root",
+        str(missing),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bdr-avalanche: error: CIFAR-100 not found in")
+    assert str(missing) in err and "cifar-100-python.tar.gz" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
