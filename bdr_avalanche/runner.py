@@ -91,7 +91,7 @@ def resolve_device(name: str) -> torch.device:
 def build_benchmark(cfg: ExperimentConfig):
     """The class-incremental stream the (resolved) config names."""
     if cfg.dataset == "digits":
-        if cfg.n_phases is None or cfg.n_base < 1:
+        if cfg.n_base < 1:
             raise ConfigError("digits needs n_base >= 1")
         return split_digits(
             n_base=cfg.n_base,
@@ -320,11 +320,7 @@ def run_comparison(
         run_dir = out_dir / method
         if not overwrite and (run_dir / "results.json").exists():
             previous = yaml.safe_load((run_dir / "config.yaml").read_text())
-            changed = {
-                k: (previous.get(k), v)
-                for k, v in sub.to_dict().items()
-                if previous.get(k) != v
-            }
+            changed = sub.diff(ExperimentConfig(**previous))
             if changed:
                 raise RunExistsError(
                     f"{run_dir} holds a finished run with another configuration "
