@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from .benchmarks import DatasetError
+from .checkpoint import CheckpointError
 from .config import METHODS, ConfigError, ExperimentConfig, load_config, parse_value
+from .plugins import NonFiniteLossError
 from .runner import RunExistsError, run_comparison, run_experiment
 
 __all__ = ["build_parser", "main"]
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--overwrite",
             action="store_true",
-            help="delete and redo a finished run in the results folder",
+            help="delete the results folder and start again (without it, an "
+            "unfinished run resumes from its checkpoint and a finished one is kept)",
         )
         sub.add_argument(
             "-v", "--verbose", action="store_true", help="debug-level logging"
@@ -140,9 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_comparison(cfg, names, overwrite=overwrite)
     except ConfigError as err:
         parser.exit(2, f"bdr-avalanche: error: {err}\n")
-    except (DatasetError, RunExistsError) as err:
-        parser.exit(1, f"bdr-avalanche: error: {err}\n")
+    except (DatasetError, RunExistsError, CheckpointError, NonFiniteLossError) as err:
+        parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message; for one re-raised from a DataLoader worker
+    (whose message embeds the worker's traceback), its last line."""
+    text = str(err).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ __all__ = [
     "DATASETS",
     "METHODS",
     "OUR_METHODS",
+    "RUNTIME_KEYS",
     "ConfigError",
     "ExperimentConfig",
     "load_config",
@@ -75,11 +76,16 @@ class ConfigError(ValueError):
     """A configuration key has a value that is not allowed."""
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field with its help text (lists are copied per instance)."""
+def _opt(default: Any, help: str, runtime: bool = False) -> Any:
+    """A dataclass field with its help text (lists are copied per instance).
+
+    ``runtime`` marks keys that say where or how a run executes and logs but
+    not what it computes: they may change when a run is resumed.
+    """
+    metadata = {"help": help, "runtime": runtime}
     if isinstance(default, list):
-        return field(default_factory=default.copy, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=default.copy, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,13 @@ class ExperimentConfig:
         "ImageNet-Subset, Tiny-ImageNet)",
     )
     dataset_root: str | None = _opt(
-        None, "dataset folder (or a .zip for imagefolder); required except for digits"
+        None,
+        "dataset folder (or a .zip for imagefolder); required except for digits",
+        runtime=True,
     )
-    download: bool = _opt(False, "download CIFAR-100 into dataset_root if missing")
+    download: bool = _opt(
+        False, "download CIFAR-100 into dataset_root if missing", runtime=True
+    )
     n_base: int | None = _opt(
         None,
         "classes of the first experience; 0 = equal phases from the start "
@@ -120,7 +130,7 @@ class ExperimentConfig:
     in_memory: bool = _opt(
         False, "imagefolder: decode all images once and keep them in memory"
     )
-    num_workers: int = _opt(0, "DataLoader worker processes")
+    num_workers: int = _opt(0, "DataLoader worker processes", runtime=True)
     # -- model
     backbone: str | None = _opt(
         None,
@@ -159,19 +169,29 @@ class ExperimentConfig:
     tau: float = _opt(1.0, "BDR: exponent of the prior")
     # -- where and how
     device: str = _opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
-    output_dir: str = _opt("results", "folder that receives the run's results folder")
-    save_models: bool = _opt(True, "save the model after each experience")
+    output_dir: str = _opt(
+        "results", "folder that receives the run's results folder", runtime=True
+    )
+    save_models: bool = _opt(True, "save the model after each experience", runtime=True)
     # -- logging
-    interactive: bool = _opt(True, "Avalanche's interactive (progress bar) logger")
-    text_log: bool = _opt(True, "Avalanche's text logger, to log.txt")
-    csv_log: bool = _opt(True, "Avalanche's CSV logger, to csv/")
-    tensorboard: bool = _opt(False, "Avalanche's TensorBoard logger, to tensorboard/")
-    wandb: bool = _opt(False, "log to Weights & Biases with Avalanche's WandBLogger")
-    wandb_project: str = _opt("bdr-avalanche", "wandb project")
-    wandb_entity: str | None = _opt(None, "wandb entity (user or team)")
-    wandb_tags: list[str] = _opt([], "wandb tags")
+    interactive: bool = _opt(
+        True, "Avalanche's interactive (progress bar) logger", runtime=True
+    )
+    text_log: bool = _opt(True, "Avalanche's text logger, to log.txt", runtime=True)
+    csv_log: bool = _opt(True, "Avalanche's CSV logger, to csv/", runtime=True)
+    tensorboard: bool = _opt(
+        False, "Avalanche's TensorBoard logger, to tensorboard/", runtime=True
+    )
+    wandb: bool = _opt(
+        False, "log to Weights & Biases with Avalanche's WandBLogger", runtime=True
+    )
+    wandb_project: str = _opt("bdr-avalanche", "wandb project", runtime=True)
+    wandb_entity: str | None = _opt(None, "wandb entity (user or team)", runtime=True)
+    wandb_tags: list[str] = _opt([], "wandb tags", runtime=True)
     wandb_mode: str = _opt(
-        "auto", "auto (online with an API key, else offline), online, offline, disabled"
+        "auto",
+        "auto (online with an API key, else offline), online, offline, disabled",
+        runtime=True,
     )
 
     def __post_init__(self) -> None:
@@ -254,10 +274,20 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def diff(self, other: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-        """Keys whose values differ, with (self, other) values."""
+    def diff(
+        self, other: ExperimentConfig, runtime: bool = True
+    ) -> dict[str, tuple[Any, Any]]:
+        """Keys whose values differ, with (self, other) values; with
+        ``runtime=False``, keys in :data:`RUNTIME_KEYS` are not compared."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+        skip = () if runtime else RUNTIME_KEYS
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k] and k not in skip}
+
+
+RUNTIME_KEYS = frozenset(
+    f.name for f in fields(ExperimentConfig) if f.metadata["runtime"]
+)
+"""Keys that do not change what a run computes (paths, workers, logging)."""
 
 
 # ----------------------------------------------------------------------
@@ -353,4 +383,15 @@ def load_config(
     unknown = sorted(set(values) - {f.name for f in fields(ExperimentConfig)})
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)}; see --help")
-    return ExperimentConfig(**values)
+    return ExperimentConfig(**{k: _float_from_text(k, v) for k, v in values.items()})
+
+
+def _float_from_text(key: str, value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: for a float key, a
+    string that is a number is taken as that number."""
+    if isinstance(value, str) and _type_name(_field_types()[key]).startswith("float"):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value

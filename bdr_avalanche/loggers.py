@@ -98,7 +98,13 @@ class RunLoggers:
     files and finishes the wandb run.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        resume_after: int | None = None,
+        wandb_id: str | None = None,
+    ) -> None:
         self.loggers: list[BaseLogger] = []
         self._files: list[TextIO] = []
         self.wandb: WandBLogger | None = None
@@ -107,15 +113,31 @@ class RunLoggers:
         if cfg.text_log:
             file = open(run_dir / "log.txt", "a")  # noqa: SIM115 - closed in close()
             self._files.append(file)
+            if resume_after is not None:
+                print(f"-- resumed after experience {resume_after - 1}", file=file)
             self.loggers.append(TextLogger(file))
         if cfg.csv_log:
-            self.loggers.append(CSVLogger(str(run_dir / "csv")))
+            kept = _csv_rows(run_dir / "csv", resume_after)
+            csv_logger = CSVLogger(str(run_dir / "csv"))
+            for file, rows in (
+                (csv_logger.training_file, kept[0]),
+                (csv_logger.eval_file, kept[1]),
+            ):
+                file.writelines(rows)
+                file.flush()
+            self.loggers.append(csv_logger)
         if cfg.tensorboard:
             self.loggers.append(TensorboardLogger(str(run_dir / "tensorboard")))
         if cfg.wandb:
-            self.wandb = _make_wandb_logger(cfg, run_dir)
+            self.wandb = _make_wandb_logger(cfg, run_dir, wandb_id)
             if self.wandb is not None:
                 self.loggers.append(self.wandb)
+
+    @property
+    def wandb_id(self) -> str | None:
+        """The wandb run's id, to resume the same run after an interruption."""
+        run = None if self.wandb is None else self.wandb.wandb.run
+        return None if run is None else run.id
 
     def log_results(self, files: Iterable[Path], summary: dict[str, Any]) -> None:
         """Log ``summary`` to the wandb run summary, images among ``files``
@@ -149,12 +171,37 @@ class RunLoggers:
             self.wandb = None
 
 
+def _csv_rows(folder: Path, resume_after: int | None) -> tuple[list[str], list[str]]:
+    """Data rows of the CSV logger's two files that belong to experiences
+    before ``resume_after`` (Avalanche's ``CSVLogger`` truncates its files
+    when it starts; a resumed run writes these rows back). Rows of the
+    interrupted experience are dropped: it is trained again."""
+    if resume_after is None:
+        return [], []
+    kept: list[list[str]] = []
+    # training_results.csv: training_exp first; eval_results.csv: second.
+    for name, column in (("training_results.csv", 0), ("eval_results.csv", 1)):
+        path = folder / name
+        lines = path.read_text().splitlines(keepends=True)[1:] if path.exists() else []
+        kept.append(
+            [
+                line
+                for line in lines
+                if line.split(",")[column].strip().isdigit()
+                and int(line.split(",")[column]) < resume_after
+            ]
+        )
+    return kept[0], kept[1]
+
+
 def _read_csv(path: Path) -> list[list[str]]:
     with open(path, newline="") as file:
         return list(csv.reader(file))
 
 
-def _make_wandb_logger(cfg: ExperimentConfig, run_dir: Path) -> WandBLogger | None:
+def _make_wandb_logger(
+    cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None
+) -> WandBLogger | None:
     import wandb
 
     mode = resolve_wandb_mode(cfg.wandb_mode)
@@ -166,7 +213,8 @@ def _make_wandb_logger(cfg: ExperimentConfig, run_dir: Path) -> WandBLogger | No
         params: dict[str, Any] = {
             # Avalanche 0.6 makes an id with wandb.util.generate_id, which
             # recent wandb releases no longer have; giving one skips that.
-            "id": secrets.token_hex(4),
+            "id": run_id or secrets.token_hex(4),
+            "resume": "allow" if run_id else None,
             "mode": mode,
             "entity": cfg.wandb_entity,
             "tags": list(cfg.wandb_tags),

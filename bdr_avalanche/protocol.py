@@ -16,8 +16,10 @@ gives the accuracy matrix ``A[t, j]`` and the reported figures:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +71,36 @@ class IncrementalResults:
     """Avalanche's metric values after each evaluation."""
 
     @property
+    def experiences_done(self) -> int:
+        return len(self.seen_accuracy)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The results as tensors and plain values (for a checkpoint);
+        metric values that are not numbers are left out."""
+        return {
+            "accuracy_matrix": torch.from_numpy(self.accuracy_matrix.copy()),
+            "seen_accuracy": list(self.seen_accuracy),
+            "old_accuracy": list(self.old_accuracy),
+            "new_accuracy": list(self.new_accuracy),
+            "old_to_new": list(self.old_to_new),
+            "metrics": [
+                {k: float(v) for k, v in m.items() if isinstance(v, numbers.Real)}
+                for m in self.metrics
+            ],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> IncrementalResults:
+        return cls(
+            accuracy_matrix=state["accuracy_matrix"].numpy().copy(),
+            seen_accuracy=list(state["seen_accuracy"]),
+            old_accuracy=list(state["old_accuracy"]),
+            new_accuracy=list(state["new_accuracy"]),
+            old_to_new=list(state["old_to_new"]),
+            metrics=[dict(m) for m in state["metrics"]],
+        )
+
+    @property
     def average_incremental_accuracy(self) -> float:
         return float(np.mean(self.seen_accuracy))
 
@@ -90,10 +122,15 @@ def train_and_evaluate(
     progress=None,
     on_experience_end: Callable[[int, IncrementalResults], None] | None = None,
     num_workers: int = 0,
+    results: IncrementalResults | None = None,
     **train_kwargs,
 ) -> IncrementalResults:
     """Train on every experience of ``benchmark.train_stream`` and evaluate
     on the seen part of ``benchmark.test_stream`` after each one.
+
+    To resume a run, pass the ``results`` of its finished experiences (and
+    a strategy restored to that point): training goes on with the next
+    experience, and the returned results are those of the whole run.
 
     The strategy's evaluator must compute experience and stream accuracy
     (see :func:`make_evaluator`). ``progress`` (e.g. a ``tqdm`` bar) is
@@ -103,10 +140,20 @@ def train_and_evaluate(
     data loaders.
     """
     num_exp = len(benchmark.train_stream)
-    matrix = np.full((num_exp, num_exp), np.nan)
-    seen, history = [], []
-    results = IncrementalResults(matrix, seen, metrics=history)
-    for t, experience in enumerate(benchmark.train_stream):
+    if results is None:
+        results = IncrementalResults(np.full((num_exp, num_exp), np.nan), [])
+    elif results.accuracy_matrix.shape != (num_exp, num_exp):
+        raise ValueError(
+            f"the results to resume are for {len(results.accuracy_matrix)} "
+            f"experiences; the stream has {num_exp}"
+        )
+    matrix, seen, history = (
+        results.accuracy_matrix,
+        results.seen_accuracy,
+        results.metrics,
+    )
+    for t in range(results.experiences_done, num_exp):
+        experience = benchmark.train_stream[t]
         strategy.train(
             experience, eval_streams=[], num_workers=num_workers, **train_kwargs
         )

@@ -35,10 +35,22 @@ from . import __version__
 from .baselines import MEMORY_MATCHING, make_baseline
 from .benchmarks import (
     DatasetError,
+    digits_class_sizes,
     split_cifar100,
     split_digits,
     split_imagefolder,
     split_imagenet,
+)
+from .benchmarks._common import stream_layout
+from .benchmarks.imagefolder import FULL_RESOLUTION, imagefolder_class_sizes
+from .checkpoint import (
+    CheckpointError,
+    evaluator_state,
+    load_checkpoint,
+    load_evaluator_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
 from .config import METHODS, OUR_METHODS, ConfigError, ExperimentConfig
 from .loggers import RunLoggers
@@ -53,11 +65,15 @@ __all__ = [
     "build_benchmark",
     "build_strategy",
     "resolve_device",
+    "validate",
     "run_comparison",
     "run_experiment",
 ]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
 
 OUR_MEMORY = "herding, mem_per_class exemplars for every seen class (the paper's rule)"
 
@@ -84,6 +100,12 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(
                 f"device={name!r} does not exist: this machine has {count} CUDA "
                 "device(s); use auto or cpu"
+            )
+    elif device.type != "cpu":
+        available = getattr(getattr(torch, device.type, None), "is_available", None)
+        if available is None or not available():
+            raise ConfigError(
+                f"device={name!r} is not available on this machine; use auto or cpu"
             )
     return device
 
@@ -118,6 +140,49 @@ def build_benchmark(cfg: ExperimentConfig):
         raise
     except ValueError as err:  # inconsistent class counts and the like
         raise ConfigError(str(err)) from None
+
+
+# Datasets of fixed size: classes, training images of the smallest class
+# (ImageNet-1k's classes have 732 to 1300 training images).
+_DATASET_SIZES = {"cifar100": (100, 500), "imagenet": (1000, 732)}
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check what the (resolved) config asks of its dataset, without loading
+    any data: that ``n_base`` and ``n_phases`` split its classes and that
+    ``mem_per_class`` does not exceed its smallest class. For an
+    ImageFolder tree the class folders are counted (a missing tree raises
+    :class:`DatasetError`). Raises :class:`ConfigError`."""
+    if cfg.dataset == "digits":
+        if cfg.n_base < 1:
+            raise ConfigError(
+                f"n_base={cfg.n_base} is not allowed for digits; it must be >= 1"
+            )
+        sizes = digits_class_sizes(cfg.class_order_seed)
+        num_classes, smallest = len(sizes), min(sizes)
+    elif cfg.dataset == "imagefolder":
+        if cfg.in_memory and cfg.resolution >= FULL_RESOLUTION:
+            raise ConfigError(
+                f"in_memory=true needs resolution < {FULL_RESOLUTION} (images are "
+                f"kept shrunk in memory); got resolution={cfg.resolution}"
+            )
+        sizes = imagefolder_class_sizes(cfg.dataset_root)
+        num_classes, smallest = len(sizes), min(sizes.values())
+    else:
+        num_classes, smallest = _DATASET_SIZES[cfg.dataset]
+    try:
+        stream_layout(num_classes, cfg.n_base, cfg.n_phases)
+    except ValueError:
+        raise ConfigError(
+            f"n_base={cfg.n_base}, n_phases={cfg.n_phases} do not split the "
+            f"{num_classes} classes of {cfg.dataset}: n_base + n_phases * increment "
+            f"must equal {num_classes}, with 0 <= n_base < {num_classes}"
+        ) from None
+    if cfg.mem_per_class > smallest:
+        raise ConfigError(
+            f"mem_per_class={cfg.mem_per_class} is not allowed: the smallest class "
+            f"of {cfg.dataset} has {smallest} training images; use at most {smallest}"
+        )
 
 
 def _increment(cfg: ExperimentConfig, total: int) -> int:
@@ -192,9 +257,56 @@ def build_strategy(
     )
 
 
-def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
-    if overwrite and run_dir.exists():
-        log.info("overwriting %s", run_dir)
+def _previous_run(
+    run_dir: Path, cfg: ExperimentConfig, overwrite: bool
+) -> dict[str, Any] | None:
+    """What ``run_dir`` already holds: raises if it is a finished run (and
+    not ``overwrite``) or a checkpoint of another configuration; returns the
+    checkpoint to resume from, if any."""
+    if overwrite or not run_dir.exists():
+        return None
+    if (run_dir / "results.json").exists():
+        raise RunExistsError(
+            f"{run_dir} already holds a finished run; pass --overwrite to start it "
+            "again, or choose another name/output_dir"
+        )
+    if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
+        raise RunExistsError(
+            f"{run_dir} exists and is not a bdr-avalanche results folder (no "
+            "config.yaml); choose another name/output_dir"
+        )
+    path = run_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {checkpoint.get('format')!r}; this version "
+            f"reads format {CHECKPOINT_FORMAT}: pass --overwrite to start again"
+        )
+    try:
+        saved = ExperimentConfig(**checkpoint["config"])
+    except (TypeError, ConfigError) as err:
+        raise CheckpointError(
+            f"{path}: its configuration is not valid ({err})"
+        ) from None
+    changed = cfg.diff(saved, runtime=False)
+    if changed:
+        details = "; ".join(
+            f"{key}: {old!r} in the checkpoint, {new!r} now"
+            for key, (new, old) in sorted(changed.items())
+        )
+        raise CheckpointError(
+            f"{run_dir} holds a checkpoint of a run with another configuration "
+            f"({details}); resume with the same configuration, or pass --overwrite "
+            "to start again"
+        )
+    return checkpoint
+
+
+def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool) -> None:
+    if run_dir.exists() and not resume:
+        log.info("starting %s afresh", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -202,15 +314,24 @@ def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> N
 
 def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
     """Run ``cfg`` and write its results folder; return the results record
-    (also saved as ``results.json``)."""
+    (also saved as ``results.json``).
+
+    The configuration is validated (:func:`validate`, the device) before
+    any data is read. For our methods a checkpoint (``checkpoint.pt``) is
+    written after every experience but the last; running the same
+    configuration again on the same folder resumes after the last finished
+    experience and gives the same results as an uninterrupted run (keys in
+    :data:`~bdr_avalanche.config.RUNTIME_KEYS` may change; others raise
+    :class:`CheckpointError`). ``overwrite`` deletes the folder and starts
+    again. A run that fails before its first checkpoint leaves no folder.
+    Avalanche's baselines are not checkpointed: an interrupted one starts
+    again from its first experience.
+    """
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
+    validate(cfg)
     run_dir = Path(cfg.output_dir) / cfg.name
-    if (run_dir / "results.json").exists() and not overwrite:
-        raise RunExistsError(
-            f"{run_dir} already holds a finished run; pass --overwrite to start it "
-            "again, or choose another name/output_dir"
-        )
+    checkpoint = _previous_run(run_dir, cfg, overwrite)
     RNGManager.set_random_seeds(cfg.seed)
     # Config and data errors surface before any file is written.
     backbone = build_backbone(cfg)
@@ -218,12 +339,25 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     classes = [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
     classes_seen = [sum(classes[: t + 1]) for t in range(len(classes))]
 
-    _prepare_run_dir(run_dir, cfg, overwrite)
-    loggers = RunLoggers(cfg, run_dir)
+    done = 0 if checkpoint is None else len(checkpoint["times"])
+    _prepare_run_dir(run_dir, cfg, resume=checkpoint is not None)
+    loggers = RunLoggers(
+        cfg,
+        run_dir,
+        resume_after=done if checkpoint else None,
+        wandb_id=checkpoint.get("wandb_id") if checkpoint else None,
+    )
     try:
-        strategy = build_strategy(
-            cfg, backbone, classes_seen[-1], device, make_evaluator(loggers.loggers)
-        )
+        evaluator = make_evaluator(loggers.loggers)
+        strategy = build_strategy(cfg, backbone, classes_seen[-1], device, evaluator)
+        checkpointed = isinstance(strategy, LUCIR)
+        results, times = None, []
+        if checkpoint is not None:
+            strategy.load_state_dict(checkpoint["strategy"], benchmark.train_stream)
+            load_evaluator_state(evaluator, checkpoint["evaluator"])
+            results = IncrementalResults.from_state_dict(checkpoint["results"])
+            times = list(checkpoint["times"])
+            log.info("%s: resuming after experience %d", cfg.name, done - 1)
         log.info(
             "%s: %s on %s (%d experiences, classes %s), %s, results in %s",
             cfg.name,
@@ -234,20 +368,36 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             device,
             run_dir,
         )
-        times: list[float] = []
         clock = [time.perf_counter()]
 
         def after_experience(t: int, results: IncrementalResults) -> None:
-            now = time.perf_counter()
-            times.append(now - clock[0])
+            times.append(time.perf_counter() - clock[0])
             if cfg.save_models:
                 models = run_dir / "models"
                 models.mkdir(exist_ok=True)
                 torch.save(strategy.model.state_dict(), models / f"exp_{t:02d}.pt")
+            if checkpointed and t + 1 < len(classes):
+                state = {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": cfg.to_dict(),
+                    "strategy": strategy.state_dict(),
+                    "evaluator": evaluator_state(evaluator),
+                    "results": results.state_dict(),
+                    "times": list(times),
+                    "wandb_id": loggers.wandb_id,
+                    "rng": rng_state(),
+                }
+                save_checkpoint(run_dir / CHECKPOINT_FILE, state)
             clock[0] = time.perf_counter()  # saving is not training time
 
+        if checkpoint is not None:
+            set_rng_state(checkpoint["rng"])  # last: nothing may draw after it
         with tqdm(
-            total=len(classes), desc=cfg.name, unit="exp", disable=cfg.interactive
+            total=len(classes),
+            initial=done,
+            desc=cfg.name,
+            unit="exp",
+            disable=cfg.interactive,
         ) as bar:
             results = train_and_evaluate(
                 strategy,
@@ -255,6 +405,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                 progress=bar,
                 on_experience_end=after_experience,
                 num_workers=cfg.num_workers,
+                results=results,
             )
         summary = {
             "name": cfg.name,
@@ -266,6 +417,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         }
         files = write_run(run_dir, summary, f"{cfg.method} ({cfg.dataset})")
         write_json(run_dir / "results.json", summary)
+        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished
         loggers.log_results(
             [run_dir / "results.json", *files],
             {
@@ -278,8 +430,13 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                 )
             },
         )
-    finally:
+    except BaseException:
         loggers.close()
+        if not (run_dir / CHECKPOINT_FILE).exists():
+            # nothing to resume: leave no half-written folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    loggers.close()
     log.info(
         "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
         cfg.name,
@@ -308,6 +465,8 @@ def run_comparison(
             + ", ".join(METHODS)
         )
     base = cfg.resolved()
+    resolve_device(base.device)
+    validate(base)  # before any method runs
     name = cfg.name or (
         f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases_seed{base.seed}"
     )
@@ -320,7 +479,7 @@ def run_comparison(
         run_dir = out_dir / method
         if not overwrite and (run_dir / "results.json").exists():
             previous = yaml.safe_load((run_dir / "config.yaml").read_text())
-            changed = sub.diff(ExperimentConfig(**previous))
+            changed = sub.diff(ExperimentConfig(**previous), runtime=False)
             if changed:
                 raise RunExistsError(
                     f"{run_dir} holds a finished run with another configuration "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,7 @@ class HerdingBuffer(ExemplarsBuffer):
         """Per class, indices of its exemplars in the experience dataset they
         were picked from, in herding order."""
         self._class_data: dict[int, AvalancheDataset] = {}
+        self._source: dict[int, int] = {}
 
     @property
     def seen_classes(self) -> list[int]:
@@ -75,6 +77,7 @@ class HerdingBuffer(ExemplarsBuffer):
             picks = members[herding_select(features[members], self.mem_per_class)]
             self.class_indices[cls] = picks.cpu()
             self._class_data[cls] = data.subset(picks.tolist())
+            self._source[cls] = exp.current_experience
         self._rebuild()
         logger.info(
             "herding memory: %d exemplars of %d classes",
@@ -94,6 +97,44 @@ class HerdingBuffer(ExemplarsBuffer):
             keep = min(self.mem_per_class, len(data))
             self._class_data[cls] = data.subset(range(keep))
             self.class_indices[cls] = self.class_indices[cls][:keep]
+        self._rebuild()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory as, per class, the experience its exemplars come from
+        and their indices in it: the samples themselves are not saved, they
+        are taken again from the stream by :meth:`load_state_dict`."""
+        return {
+            "mem_per_class": self.mem_per_class,
+            "classes": {
+                cls: {
+                    "experience": self._source[cls],
+                    "indices": self.class_indices[cls],
+                }
+                for cls in self.seen_classes
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], stream: Sequence) -> None:
+        """Restore a :meth:`state_dict`, reading the exemplars from ``stream``
+        (the training stream the memory was built from)."""
+        self.mem_per_class = check_positive_int("mem_per_class", state["mem_per_class"])
+        self.class_indices, self._class_data, self._source = {}, {}, {}
+        for cls, entry in state["classes"].items():
+            source, indices = int(entry["experience"]), entry["indices"]
+            if not 0 <= source < len(stream):
+                raise ValueError(
+                    f"the memory of class {cls} comes from experience {source}, "
+                    f"which the stream ({len(stream)} experiences) does not have"
+                )
+            data = stream[source].dataset
+            if len(indices) and int(indices.max()) >= len(data):
+                raise ValueError(
+                    f"the memory of class {cls} indexes sample {int(indices.max())} "
+                    f"of experience {source}, which has {len(data)}: the data changed"
+                )
+            self.class_indices[cls] = indices.long().cpu()
+            self._class_data[cls] = data.subset(indices.tolist())
+            self._source[cls] = source
         self._rebuild()
 
     def _rebuild(self) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from avalanche.benchmarks.utils.data_loader import collate_from_data_or_kwargs
 from avalanche.core import BasePlugin
+from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
 from avalanche.training.templates import SupervisedTemplate
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
@@ -21,7 +23,13 @@ from ._utils import (
     check_positive_int,
 )
 from .models import CosineIncrementalNet
-from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
+from .plugins import (
+    BDRPlugin,
+    ConcatReplayPlugin,
+    CwDPlugin,
+    FiniteLossGuard,
+    LUCIRPlugin,
+)
 from .storage import HerdingBuffer
 
 __all__ = ["LUCIR"]
@@ -45,6 +53,11 @@ class LUCIR(SupervisedTemplate):
       and ``bdr=True`` adds :class:`~bdr_avalanche.BDRPlugin`. The plugin
       instances are attributes (``lucir``, ``cwd``, ``bdr``,
       ``storage_policy``); extra ``plugins`` run after them.
+    - A :class:`~bdr_avalanche.plugins.FiniteLossGuard` stops training with
+      an error naming the term and the experience when a loss term becomes
+      NaN or infinite (checked every ``finite_check_every`` iterations).
+    - :meth:`state_dict` and :meth:`load_state_dict` save and restore
+      everything that carries over from one experience to the next.
 
     The benchmark's class ids must be contiguous in order of arrival
     (``class_ids_from_zero_from_first_exp=True`` in Avalanche's generators).
@@ -82,6 +95,7 @@ class LUCIR(SupervisedTemplate):
         plugins: Sequence[BasePlugin] | None = None,
         evaluator: EvaluationPlugin | None = None,
         eval_every: int = -1,
+        finite_check_every: int = 20,
     ) -> None:
         self.lr = check_positive("lr", lr)
         self.first_lr = (
@@ -120,7 +134,9 @@ class LUCIR(SupervisedTemplate):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         own: list[BasePlugin] = [ConcatReplayPlugin(self.storage_policy), self.lucir]
         own += [p for p in (self.cwd, self.bdr) if p is not None]
+        own.append(FiniteLossGuard(finite_check_every))
         self.scheduler: MultiStepLR | None = None
+        self._classification_loss: Tensor | None = None
 
         super().__init__(
             model=model,
@@ -134,6 +150,53 @@ class LUCIR(SupervisedTemplate):
             evaluator=evaluator if evaluator is not None else default_evaluator(),
             eval_every=eval_every,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """What training needs to go on after the last finished experience:
+        the model (with its grown head), the herding memory, LUCIR's frozen
+        previous model, BDR's statistics and the strategy's clock.
+
+        The optimizer and its schedule are not included: every experience
+        builds fresh ones (:meth:`make_optimizer`), so at an experience
+        boundary they carry nothing. Take the state between experiences
+        (e.g. after ``train``/``eval``); the result holds only tensors and
+        plain Python values, so ``torch.load(..., weights_only=True)`` reads
+        it back.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "clock": {k: v for k, v in vars(self.clock).items() if type(v) is int},
+            "memory": self.storage_policy.state_dict(),
+            "lucir": self.lucir.state_dict(),
+            "bdr": None if self.bdr is None else self.bdr.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], train_stream: Sequence) -> None:
+        """Restore a :meth:`state_dict` taken after experience
+        ``clock.train_exp_counter - 1`` of ``train_stream``.
+
+        The model is first grown by adapting it to the experiences already
+        seen (which restores the head's blocks and which of them are
+        frozen), then receives the saved weights; the memory's exemplars are
+        taken again from ``train_stream``.
+        """
+        seen = int(state["clock"]["train_exp_counter"])
+        if not 0 < seen <= len(train_stream):
+            raise ValueError(
+                f"the state was taken after {seen} experiences; the stream has "
+                f"{len(train_stream)}"
+            )
+        self.model.train()
+        for experience in train_stream[:seen]:
+            avalanche_model_adaptation(self.model, experience)
+        self.model.to(self.device)
+        self.model.load_state_dict(state["model"])
+        for key, value in state["clock"].items():
+            setattr(self.clock, key, value)
+        self.storage_policy.load_state_dict(state["memory"], train_stream)
+        self.lucir.load_state_dict(state["lucir"], self.model)
+        if self.bdr is not None and state["bdr"] is not None:
+            self.bdr.load_state_dict(state["bdr"], self.device)
 
     @property
     def _first_experience(self) -> bool:
@@ -185,7 +248,26 @@ class LUCIR(SupervisedTemplate):
                 "of the test stream, e.g. test_stream[: t + 1] after experience t "
                 "(bdr_avalanche.protocol.train_and_evaluate does this)"
             )
-        return super().criterion()
+        loss = super().criterion()
+        if self.is_training:
+            self._classification_loss = loss.detach()
+        return loss
+
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The current step's loss terms, by name (for
+        :class:`~bdr_avalanche.plugins.FiniteLossGuard`): the classification
+        loss (with BDR's prior when active), the terms the LUCIR and CwD
+        plugins added and BDR's prior itself."""
+        terms = {}
+        if self._classification_loss is not None:
+            terms["classification"] = self._classification_loss
+        if self.lucir.old_model is not None:
+            terms.update(self.lucir.last_losses)
+        if self.cwd is not None and self.cwd.active and self.cwd.last_loss is not None:
+            terms["cwd"] = self.cwd.last_loss
+        if self.bdr is not None and self.bdr.prior is not None:
+            terms["bdr_prior"] = self.bdr.prior
+        return terms
 
     def _after_training_epoch(self, **kwargs):
         if self.scheduler is not None:

@@ -128,11 +128,64 @@ def write_imagenet(root: Path, num_classes: int = 1000, size: int = 8) -> list[s
     return names
 
 
-def zip_tree(folder: Path, archive: Path, top: str | None = None) -> Path:
+def zip_tree(
+    folder: Path,
+    archive: Path,
+    top: str | None = None,
+    compression: int = zipfile.ZIP_STORED,
+) -> Path:
     """Zip ``folder`` as one top folder named ``top`` (default: its name)."""
     top = top or folder.name
-    with zipfile.ZipFile(archive, "w") as zf:
+    with zipfile.ZipFile(archive, "w", compression) as zf:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 zf.write(path, f"{top}/{path.relative_to(folder).as_posix()}")
+    return archive
+
+
+# ---------------------------------------------------------------- damaged files
+
+
+def truncate(path: Path, fraction: float = 0.5) -> Path:
+    """Cut ``path`` to ``fraction`` of its size, as an interrupted copy would."""
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
+    return path
+
+
+def write_corrupt_image(path: Path, kind: str) -> Path:
+    """An image file that cannot be decoded.
+
+    ``kind``: ``"garbage"`` (a JPEG signature, then noise), ``"truncated"``
+    (a valid JPEG cut in half), ``"empty"`` (zero bytes) or ``"text"`` (not
+    an image at all).
+    """
+    if kind == "garbage":
+        noise = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8)
+        path.write_bytes(b"\xff\xd8\xff\xe0" + noise.tobytes())
+    elif kind == "truncated":
+        class_image(3, 32, 32).save(path, format="JPEG", quality=95)
+        truncate(path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not an image\n")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return path
+
+
+def damage_zip_member(archive: Path, member: str) -> Path:
+    """Overwrite the stored bytes of ``member`` in ``archive`` with noise,
+    leaving the zip's directory intact (a bad sector, a bad download)."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(archive.read_bytes())
+    # local header: 30 bytes, then the name and the extra field
+    name_len, extra_len = np.frombuffer(
+        bytes(data[info.header_offset + 26 : info.header_offset + 30]), "<u2"
+    )
+    start = info.header_offset + 30 + int(name_len) + int(extra_len)
+    noise = np.random.default_rng(1).integers(0, 256, info.compress_size, np.uint8)
+    data[start : start + info.compress_size] = noise.tobytes()
+    archive.write_bytes(bytes(data))
     return archive

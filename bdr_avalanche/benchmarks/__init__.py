@@ -10,7 +10,7 @@ arrival order. :func:`split_digits` is a tiny CPU benchmark.
 
 from ._common import ICARL_SEED, DatasetError, class_order
 from .cifar import split_cifar100
-from .digits import split_digits
+from .digits import digits_class_sizes, split_digits
 from .imagefolder import split_imagefolder
 from .imagenet import split_imagenet
 from .transforms import cifar100_transforms, imagenet_transforms
@@ -20,6 +20,7 @@ __all__ = [
     "DatasetError",
     "class_order",
     "cifar100_transforms",
+    "digits_class_sizes",
     "imagenet_transforms",
     "split_cifar100",
     "split_digits",

@@ -11,6 +11,7 @@ member CRCs) makes a changed archive be extracted again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -18,9 +19,10 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
-from ._common import DatasetError
+from ._common import DatasetError, error_reason
 
 __all__ = ["DATA_ENV", "data_cache_dir", "extracted_root"]
 
@@ -55,16 +57,19 @@ def extracted_root(archive: str | os.PathLike, layout: str) -> Path:
                 logger.info("using %s, extracted from %s", target / top, archive)
                 return target / top
             _extract(zf, archive, target, stamp)
-    except zipfile.BadZipFile as err:
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, OSError) as err:
+        # RuntimeError: encrypted members or (NotImplementedError) an unknown
+        # compression; OSError EINVAL: a seek to an offset a corrupt header gave
+        if isinstance(err, OSError) and err.errno != errno.EINVAL:
+            raise DatasetError(
+                f"could not extract {archive} into {target}: {error_reason(err)}; "
+                f"set {DATA_ENV} to a writable folder with enough space, or "
+                "extract the archive yourself and pass its top folder"
+            ) from err
         raise DatasetError(
-            f"{archive} is not a readable zip file ({err}); expected a zip "
-            f"holding one top folder with {layout}"
-        ) from err
-    except OSError as err:
-        raise DatasetError(
-            f"could not extract {archive} into {target}: {err}; set "
-            f"{DATA_ENV} to a writable folder with enough space, or extract "
-            "the archive yourself and pass its top folder"
+            f"{archive}: not a readable zip file ({error_reason(err)}); it is "
+            "truncated or corrupt: expected a zip holding one top folder with "
+            f"{layout}"
         ) from err
     return target / top
 

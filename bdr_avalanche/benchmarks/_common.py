@@ -42,6 +42,16 @@ class DatasetError(ValueError):
     """
 
 
+def error_reason(err: BaseException) -> str:
+    """``"<type>: <message>"`` of ``err`` on one line, for a :class:`DatasetError`
+    (``zlib.error`` rather than a bare ``error``)."""
+    name = type(err).__name__
+    if name == "error":
+        name = f"{type(err).__module__}.error"
+    text = " ".join(str(err).split())
+    return f"{name}: {text}" if text else name
+
+
 def class_order(num_classes: int, seed: int = ICARL_SEED) -> list[int]:
     """The class order ``numpy.random.RandomState(seed).permutation(num_classes)``.
 

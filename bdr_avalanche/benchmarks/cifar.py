@@ -29,7 +29,13 @@ from PIL import Image
 from torchvision.datasets import CIFAR100, VisionDataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from ._common import ICARL_SEED, DatasetError, make_stream, stream_layout
+from ._common import (
+    ICARL_SEED,
+    DatasetError,
+    error_reason,
+    make_stream,
+    stream_layout,
+)
 from .transforms import cifar100_transforms
 
 __all__ = ["CIFAR100_URL", "DEFAULT", "CIFAR100Pickles", "split_cifar100"]
@@ -193,9 +199,9 @@ def _read_pickle(path: Path, expected: str) -> dict[str, Any]:
             entry = pickle.load(file, encoding="bytes")
     except Exception as err:  # truncated or foreign files fail in many ways
         raise DatasetError(
-            f"cannot unpickle {path} ({type(err).__name__}: {err}); the file is "
-            f"truncated or not a CIFAR-100 file: expected {expected}, as in "
-            f"{CIFAR100_URL}"
+            f"{path}: cannot unpickle ({error_reason(err)}); the file is "
+            f"truncated or corrupt, or not a CIFAR-100 file: expected {expected}, "
+            f"as in {CIFAR100_URL}"
         ) from err
     if not isinstance(entry, dict):
         raise DatasetError(

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from .._utils import check_positive_int
 
-__all__ = ["split_digits"]
+__all__ = ["digits_class_sizes", "split_digits"]
 
 NUM_CLASSES = 10
 
@@ -50,9 +50,7 @@ def split_digits(
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels
-    )
+    train_idx, test_idx = _split(digits.target, seed, test_size)
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
 
@@ -72,4 +70,23 @@ def split_digits(
         fixed_class_order=order,
         per_exp_classes={0: n_base},
         class_ids_from_zero_from_first_exp=True,
+    )
+
+
+def digits_class_sizes(seed: int = 1993, test_size: float = 1 / 3) -> list[int]:
+    """Training images per class of :func:`split_digits` (same split)."""
+    target = load_digits().target
+    train_idx, _ = _split(target, seed, test_size)
+    return np.bincount(target[train_idx], minlength=NUM_CLASSES).tolist()
+
+
+def _split(target: np.ndarray, seed: int, test_size: float) -> tuple[np.ndarray, ...]:
+    """Stratified train/test indices."""
+    return tuple(
+        train_test_split(
+            np.arange(len(target)),
+            test_size=test_size,
+            random_state=seed,
+            stratify=target,
+        )
     )

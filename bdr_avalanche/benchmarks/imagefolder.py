@@ -6,6 +6,8 @@ The layout is ``<root>/train/<class>/<image>`` and
 the 100-class ImageNet-Subset of the class-incremental literature, and of
 the Tiny-ImageNet-100 archive of this project); ``root`` may also be a
 ``.zip`` holding one top folder with that layout, extracted once to a cache.
+A ``<root>/wnids.txt`` (as in Tiny-ImageNet), if present, must list exactly
+the class folders.
 Images are read with torchvision's ``ImageFolder``, so label ``i`` is the
 ``i``-th class folder in sorted order (WordNet ids for ImageNet data) and
 the iCaRL order is applied to those labels.
@@ -34,6 +36,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from PIL import Image
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import functional as F
 from tqdm.auto import tqdm
 
@@ -43,12 +46,13 @@ from ._common import (
     ICARL_SEED,
     DatasetError,
     class_folders,
+    error_reason,
     make_stream,
     stream_layout,
 )
 from .transforms import imagenet_transforms, small_image_transforms
 
-__all__ = ["ImageLoader", "split_imagefolder"]
+__all__ = ["ImageLoader", "imagefolder_class_sizes", "split_imagefolder"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +76,22 @@ class ImageLoader:
     after letting the JPEG decoder downscale by a power of two where that
     stays at least as large) and the centre square is kept; images already
     of that size are left as they are. Unreadable files raise
-    :class:`DatasetError` naming the file.
+    :class:`DatasetError` naming the file, and the member of ``archive``
+    it was extracted from when ``archive`` (a zip extracted into
+    ``archive_dir``) is given. A module-level class, so it pickles into
+    ``DataLoader`` worker processes.
     """
 
-    def __init__(self, resolution: int | None = None) -> None:
+    def __init__(
+        self,
+        resolution: int | None = None,
+        *,
+        archive: str | os.PathLike | None = None,
+        archive_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.resolution = resolution
+        self.archive = archive
+        self.archive_dir = archive_dir
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(resolution={self.resolution})"
@@ -90,12 +105,22 @@ class ImageLoader:
                 image = image.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DatasetError(
-                f"cannot read image {path} ({err}); every file under the "
-                "class folders must be a readable image (JPEG, PNG, ...)"
+                f"{path}: cannot decode image ({error_reason(err)}); remove or "
+                f"replace {self._source(path)}"
             ) from err
         if size is not None and image.size != (size, size):
             image = F.center_crop(F.resize(image, size), size)
         return image
+
+    def _source(self, path: str) -> str:
+        """``the file``, or which member of which zip it was extracted from."""
+        if self.archive is None or self.archive_dir is None:
+            return "the file"
+        try:
+            member = Path(path).relative_to(self.archive_dir).as_posix()
+        except ValueError:
+            return "the file"
+        return f"{member} in {self.archive}"
 
 
 def split_imagefolder(
@@ -122,8 +147,11 @@ def split_imagefolder(
     ``in_memory`` (only below 224 pixels) decodes every image once into a
     uint8 tensor; samples are then identical to the on-the-fly ones.
 
-    :raises DatasetError: the tree is missing, not in the expected layout,
-        or (``in_memory``) holds an unreadable image.
+    :raises DatasetError: the tree (or zip) is missing, unreadable or not in
+        the expected layout: a class folder missing from a split or from
+        ``<root>/wnids.txt`` (when there is one), or with no image files. An
+        image that cannot be decoded raises it too, naming the file: here
+        with ``in_memory``, else when the sample is loaded.
     """
     check_positive_int("resolution", resolution)
     check_positive_int("n_base", n_base, minimum=0)
@@ -133,23 +161,35 @@ def split_imagefolder(
             f"in_memory=True needs resolution < {FULL_RESOLUTION} (images are "
             f"stored shrunk to resolution x resolution); got resolution={resolution}"
         )
-    root = _resolve_root(dataset_root)
-    classes = _check_tree(root)
-    stream_layout(len(classes), n_base, n_phases)
-    small = resolution < FULL_RESOLUTION
-    loader = ImageLoader(resolution if small else None)
-    train_set = _image_folder(root / "train", loader)
-    test_set = _image_folder(root / "val", loader)
-    logger.info(
-        "%s: %d classes, %d training and %d validation images",
-        root,
-        len(classes),
-        len(train_set),
-        len(test_set),
-    )
+    path = Path(dataset_root).expanduser()
+    archive = path if path.suffix.lower() == ".zip" else None
+    root = _resolve_root(path)
+    try:
+        classes = _check_tree(root)
+        stream_layout(len(classes), n_base, n_phases)
+        small = resolution < FULL_RESOLUTION
+        loader = ImageLoader(
+            resolution if small else None,
+            archive=archive,
+            archive_dir=None if archive is None else root.parent,
+        )
+        train_set = _image_folder(root / "train", loader)
+        test_set = _image_folder(root / "val", loader)
+        logger.info(
+            "%s: %d classes, %d training and %d validation images",
+            root,
+            len(classes),
+            len(train_set),
+            len(test_set),
+        )
+        if in_memory:
+            train_set = _decode_all(train_set, loader, resolution)
+            test_set = _decode_all(test_set, loader, resolution)
+    except DatasetError as err:
+        if archive is None or str(archive) in str(err):
+            raise
+        raise DatasetError(f"{err} (the tree was extracted from {archive})") from err
     if in_memory:
-        train_set = _decode_all(train_set, loader, resolution)
-        test_set = _decode_all(test_set, loader, resolution)
         train_transform, eval_transform = small_image_transforms(resolution)
     elif small:
         train_transform, eval_transform = small_image_transforms(
@@ -167,6 +207,25 @@ def split_imagefolder(
         train_transform=train_transform,
         eval_transform=eval_transform,
     )
+
+
+def imagefolder_class_sizes(dataset_root: str | os.PathLike) -> dict[str, int]:
+    """Training images per class folder of a tree (or ``.zip``, extracted
+    to the cache as by :func:`split_imagefolder`), counted from the file
+    names without decoding any image, after the checks of the layout.
+
+    :raises DatasetError: as :func:`split_imagefolder` for the layout.
+    """
+    root = _resolve_root(dataset_root)
+    classes = _check_tree(root)
+    return {
+        name: sum(
+            1
+            for entry in os.scandir(root / "train" / name)
+            if entry.is_file() and entry.name.lower().endswith(IMG_EXTENSIONS)
+        )
+        for name in classes
+    }
 
 
 def _resolve_root(dataset_root: str | os.PathLike) -> Path:
@@ -194,19 +253,57 @@ def _check_tree(root: Path) -> list[str]:
         (root / "train", root / "val", sorted(set(val) - set(train))),
     ):
         if names:
-            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             raise DatasetError(
                 f"{folder} lacks {len(names)} class folder(s) that {other} has "
-                f"({shown}); expected {LAYOUT}"
+                f"({_shown(names)}); expected {LAYOUT}"
             )
+    _check_wnids(root, train)
     return train
+
+
+def _check_wnids(root: Path, classes: list[str]) -> None:
+    """If ``root`` has a ``wnids.txt`` (Tiny-ImageNet), it must list exactly
+    the class folders."""
+    path = root / "wnids.txt"
+    if not path.is_file():
+        return
+    try:
+        listed = set(path.read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(
+            f"{path}: cannot read the class list ({error_reason(err)}); expected "
+            "one WordNet id a line, one per class folder"
+        ) from err
+    missing = sorted(listed - set(classes))
+    if missing:
+        raise DatasetError(
+            f"{path} lists {len(missing)} class(es) with no folder in "
+            f"{root / 'train'} and {root / 'val'} ({_shown(missing)}); add their "
+            "folders, or remove them from the list"
+        )
+    unlisted = sorted(set(classes) - listed)
+    if unlisted:
+        raise DatasetError(
+            f"{root / 'train'} has {len(unlisted)} class folder(s) that {path} "
+            f"does not list ({_shown(unlisted)}); it must list exactly the "
+            "class folders, one a line"
+        )
+
+
+def _shown(names: list[str]) -> str:
+    """The first ten ``names``, comma-separated."""
+    return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
 
 
 def _image_folder(folder: Path, loader: ImageLoader) -> ImageFolder:
     try:
         return ImageFolder(str(folder), loader=loader)
     except (FileNotFoundError, ValueError) as err:
-        raise DatasetError(f"{folder}: {err}; expected {LAYOUT}") from err
+        # e.g. "Found no valid file for the classes n01443537. Supported ..."
+        raise DatasetError(
+            f"{folder}: {' '.join(str(err).split())}; every class folder needs "
+            f"image files; expected {LAYOUT}"
+        ) from err
 
 
 def _decode_all(

@@ -1,5 +1,5 @@
-"""Class-incremental stream of full ImageNet-1k, through Avalanche's
-``SplitImageNet``.
+"""Class-incremental stream of full ImageNet-1k, as Avalanche's
+``SplitImageNet`` builds it.
 
 The data must be in torchvision's ImageNet layout: ``<root>/train/<wnid>/``
 and ``<root>/val/<wnid>/`` image folders (1000 WordNet ids) and
@@ -9,6 +9,13 @@ Avalanche and torchvision are called, so a wrong path gives a
 :class:`DatasetError` rather than a traceback from inside them. The class
 order is ``class_order(1000, seed)`` (54, 7, 894, 512, ... for seed 1993)
 over the sorted WordNet ids.
+
+The datasets are Avalanche's ``ImageNet`` (the ones ``SplitImageNet``
+reads) and the stream is the same ``nc_benchmark`` call, made by
+:func:`~bdr_avalanche.benchmarks._common.make_stream`; only the image
+loader differs, :class:`~bdr_avalanche.benchmarks.imagefolder.ImageLoader`,
+so that an image that cannot be decoded raises :class:`DatasetError`
+naming the file when it is loaded.
 """
 
 from __future__ import annotations
@@ -16,19 +23,23 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import tarfile
 from pathlib import Path
 
-from avalanche.benchmarks.classic import SplitImageNet
+from avalanche.benchmarks.datasets import ImageNet
 from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
+from torchvision.datasets import ImageFolder
 
 from .._utils import check_positive_int
 from ._common import (
     ICARL_SEED,
     DatasetError,
     class_folders,
-    class_order,
+    error_reason,
+    make_stream,
     stream_layout,
 )
+from .imagefolder import ImageLoader
 from .transforms import imagenet_transforms
 
 __all__ = ["split_imagenet"]
@@ -56,40 +67,54 @@ def split_imagenet(
     """ImageNet-1k: ``n_base`` classes, then ``n_phases`` equal experiences
     (``n_base=0``: ``n_phases`` equal experiences from the start).
 
-    Built by Avalanche's ``SplitImageNet`` with the iCaRL order
+    Built as Avalanche's ``SplitImageNet`` builds it, with the iCaRL order
     ``class_order(1000, seed)``, class ids remapped to arrival order and
     :func:`~bdr_avalanche.benchmarks.imagenet_transforms` at
     ``resolution`` (RandomResizedCrop + flip; Resize 256 + CenterCrop 224).
 
     :raises DatasetError: ``dataset_root`` is not in torchvision's ImageNet
-        layout.
+        layout; also when a sample is loaded, if its image cannot be decoded.
     """
     check_positive_int("resolution", resolution)
-    n_experiences, per_exp_classes = stream_layout(NUM_CLASSES, n_base, n_phases)
+    stream_layout(NUM_CLASSES, n_base, n_phases)
     root = Path(dataset_root).expanduser()
     _check_layout(root)
+    train_set, test_set = (_imagenet_split(root, split) for split in ("train", "val"))
     train_transform, eval_transform = imagenet_transforms(resolution)
+    return make_stream(
+        train_set,
+        test_set,
+        num_classes=NUM_CLASSES,
+        n_base=n_base,
+        n_phases=n_phases,
+        seed=seed,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+
+
+def _imagenet_split(root: Path, split: str) -> ImageFolder:
+    """The ``split`` of ImageNet as ``SplitImageNet`` reads it (Avalanche's
+    ``ImageNet``, an ``ImageFolder``), with an :class:`ImageLoader` so that a
+    corrupt image raises :class:`DatasetError`."""
     try:
-        return SplitImageNet(
-            str(root),
-            n_experiences=n_experiences,
-            per_exp_classes=per_exp_classes,
-            return_task_id=False,
-            seed=seed,
-            fixed_class_order=class_order(NUM_CLASSES, seed),
-            shuffle=True,
-            class_ids_from_zero_from_first_exp=True,
-            train_transform=train_transform,
-            eval_transform=eval_transform,
-        )
+        return ImageNet(str(root), split=split, loader=ImageLoader())
     except KeyError as err:  # a class folder missing from meta.bin
         raise DatasetError(
             f"{root / 'meta.bin'} does not name the class folder {err}; expected "
             f"the meta.bin of the same ImageNet release ({LAYOUT})"
         ) from err
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+    except (
+        OSError,  # with "Found no valid file for the classes ...": empty folders
+        RuntimeError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+        tarfile.TarError,
+    ) as err:
         raise DatasetError(
-            f"cannot read ImageNet from {root}: {err}; expected {LAYOUT}"
+            f"cannot read ImageNet from {root / split}: {error_reason(err)}; "
+            f"expected {LAYOUT}"
         ) from err
 
 

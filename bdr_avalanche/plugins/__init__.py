@@ -2,7 +2,15 @@
 
 from .bdr import BDRPlugin
 from .cwd import CwDPlugin
+from .guard import FiniteLossGuard, NonFiniteLossError
 from .lucir import LUCIRPlugin
 from .replay import ConcatReplayPlugin
 
-__all__ = ["BDRPlugin", "ConcatReplayPlugin", "CwDPlugin", "LUCIRPlugin"]
+__all__ = [
+    "BDRPlugin",
+    "ConcatReplayPlugin",
+    "CwDPlugin",
+    "FiniteLossGuard",
+    "LUCIRPlugin",
+    "NonFiniteLossError",
+]

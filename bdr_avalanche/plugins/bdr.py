@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from avalanche.benchmarks.utils.utils import concat_datasets
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = ["BDRPlugin"]
+
+_STATE = ("prior", "phase_counts", "centres", "scatters")
 
 
 class BDRPlugin(SupervisedPlugin):
@@ -125,6 +127,20 @@ class BDRPlugin(SupervisedPlugin):
         if self._base_criterion is not None:
             strategy._criterion = self._base_criterion
             self._base_criterion = None
+
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The prior and the phase statistics (they are measured again at
+        the start of every experience, so only a checkpoint taken during an
+        experience needs them)."""
+        return {name: getattr(self, name) for name in _STATE}
+
+    def load_state_dict(
+        self, state: dict[str, Any], device: torch.device | str | None = None
+    ) -> None:
+        """Restore a :meth:`state_dict`, moving its tensors to ``device``."""
+        for name in _STATE:
+            value = state[name]
+            setattr(self, name, None if value is None else value.to(device))
 
     def logit_adjustment(self, num_logits: int) -> Tensor:
         """The prior padded to ``num_logits`` units (empty-class value)."""

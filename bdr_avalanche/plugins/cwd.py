@@ -44,6 +44,11 @@ class CwDPlugin(SupervisedPlugin):
         self._features = FeatureRecorder(feature_layer)
         self._active = False
 
+    @property
+    def active(self) -> bool:
+        """Whether the current training experience gets the CwD term."""
+        return self._active
+
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         self._active = strategy.clock.train_exp_counter == 0
         if self._active:

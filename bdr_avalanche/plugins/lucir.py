@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -115,6 +115,21 @@ class LUCIRPlugin(SupervisedPlugin):
         self._old_features.detach()
         self.old_model = frozen_copy(strategy.model)
         self.num_old_classes = self._find_head(strategy.model).num_classes
+
+    def state_dict(self) -> dict[str, Any]:
+        """The frozen previous model's weights and its number of classes."""
+        old = None if self.old_model is None else self.old_model.state_dict()
+        return {"num_old_classes": self.num_old_classes, "old_model": old}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        """Restore a :meth:`state_dict`; ``model`` is the current model,
+        already grown to the previous model's classes (its copy receives
+        the saved weights)."""
+        self.num_old_classes = int(state["num_old_classes"])
+        self.old_model = None
+        if state["old_model"] is not None:
+            self.old_model = frozen_copy(model)
+            self.old_model.load_state_dict(state["old_model"])
 
     def _find_head(self, model: nn.Module) -> nn.Module:
         head = get_submodule(model, self.head_layer, "head_layer")
