@@ -5,9 +5,24 @@ no Python loop over samples and no host synchronisation (no ``.item()``,
 no data-dependent shapes), so the plugins can call them at every training
 step on any device. Notation follows ``ALGORITHMS.md``: ``K`` classes,
 ``d``-dimensional penultimate features ``f(x)``.
+
+Precision: the functions accept float16/bfloat16 inputs (features coming out
+of an autocast model) and may run inside ``torch.autocast``; they compute in
+float32, their floating-point outputs are float32, and autograd casts the
+gradient back to the input's dtype. Reduced precision therefore only enters
+through the rounding of the inputs and of the returned gradient. Two things
+would go wrong otherwise: autocast runs matrix products in float16/bfloat16
+(CwD's ``d x d`` correlation sums overflow float16 for ``d = 512``, and
+bfloat16 rounding gives a zero-scatter class a spurious O(1) standardised
+spread), and the small ``eps`` of ``F.normalize`` (1e-12) and
+``F.cosine_similarity`` (1e-8) round to 0 in float16, so a zero feature
+vector gives ``0 / 0``. Zero feature vectors are normalised by
+:func:`_unit_rows`.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +45,31 @@ PRIOR_EPS = 1e-12
 SCATTER_EPS = 1e-12
 #: Added to the per-dimension variance in CwD's standardisation.
 CWD_VAR_EPS = 1e-8
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    r"""Rows of ``x`` divided by their L2 norm, in float32; a zero row stays 0.
+
+    ``F.normalize`` divides by :math:`\max(\|x\|, \epsilon)`: a zero row
+    gets the value 0 but the gradient :math:`g / \epsilon` (:math:`10^{12} g`,
+    which is ``inf`` once cast back to a float16 input, and in float16 the
+    ``eps`` itself rounds to 0, giving ``nan``). Here a zero norm is replaced
+    by 1: same value, gradient ``g``, and every non-zero row is normalised
+    exactly. The gradient of a non-zero row still scales as
+    :math:`1 / \|x\|`, as the true gradient of a scale-invariant loss does.
+    """
+    x = x.float()
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x / torch.where(norm > 0, norm, 1.0)
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that switches autocast off on ``device``'s type (a no-op for
+    a device type without autocast, e.g. ``meta``)."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def bdr_log_prior(
@@ -106,7 +146,8 @@ def update_class_statistics(
     Classes with fewer than two samples in the batch (no scatter can be
     measured) keep their statistics.
 
-    :return: the new ``centres (K, d)`` and ``scatters (K,)`` (new tensors).
+    :return: the new ``centres (K, d)`` and ``scatters (K,)`` (new float32
+        tensors, whatever the dtype of the inputs).
     """
     num_classes = centres.shape[0]
     b_counts, b_centres, b_scatters = class_statistics(
@@ -114,8 +155,9 @@ def update_class_statistics(
     )
     weight = b_counts / (phase_counts.float() + b_counts).clamp_min(1.0)
     weight = torch.where(b_counts >= 2, weight, 0.0)
-    new_centres = torch.lerp(centres, b_centres, weight[:, None])
-    new_scatters = torch.lerp(scatters, b_scatters, weight)
+    # lerp needs one dtype: a half-precision stored state is upcast
+    new_centres = torch.lerp(centres.float(), b_centres, weight[:, None])
+    new_scatters = torch.lerp(scatters.float(), b_scatters, weight)
     return new_centres, new_scatters
 
 
@@ -138,6 +180,12 @@ def class_wise_decorrelation_loss(
     off-diagonal sum into the squared Gram matrix on same-class pairs minus
     the squared per-class diagonals.
 
+    Autocast is switched off inside: it would run these matrix products in
+    float16/bfloat16, where the squared Gram entries (about ``d^2``)
+    overflow float16 and the rounding of the class means gives a class of
+    identical features an O(1) standardised spread. A zero feature vector
+    is normalised to 0 (see :func:`_unit_rows`).
+
     :param features: ``(N, d)`` penultimate features, ``d >= 2``.
     :param targets: ``(N,)`` integer labels.
     :param reject_threshold: classes with at most this many samples in the
@@ -145,19 +193,20 @@ def class_wise_decorrelation_loss(
     :return: scalar loss (0 when no class qualifies).
     """
     d = features.shape[1]
-    x = F.normalize(features.float(), dim=1)
-    same = (targets[:, None] == targets[None, :]).to(x.dtype)
-    count = same.sum(dim=1)  # size of each sample's class in the batch
-    centred = x - (same @ x) / count[:, None]
-    var = (same @ centred.pow(2)) / (count - 1.0).clamp_min(1.0)[:, None]
-    valid = (count > reject_threshold).to(x.dtype)
-    z = centred / torch.sqrt(var + CWD_VAR_EPS) * valid[:, None]
+    with _autocast_off(features.device):
+        x = _unit_rows(features)
+        same = (targets[:, None] == targets[None, :]).to(x.dtype)
+        count = same.sum(dim=1)  # size of each sample's class in the batch
+        centred = x - (same @ x) / count[:, None]
+        var = (same @ centred.pow(2)) / (count - 1.0).clamp_min(1.0)[:, None]
+        valid = (count > reject_threshold).to(x.dtype)
+        z = centred / torch.sqrt(var + CWD_VAR_EPS) * valid[:, None]
 
-    frobenius = ((z @ z.T).pow(2) * same).sum()
-    class_diagonals = same @ z.pow(2)  # row i: diag(C_c) of i's class
-    diagonal = (class_diagonals.pow(2).sum(dim=1) / count).sum()
-    n_valid = valid.sum().clamp_min(1.0)
-    return (frobenius - diagonal) / (d * (d - 1)) / n_valid
+        frobenius = ((z @ z.T).pow(2) * same).sum()
+        class_diagonals = same @ z.pow(2)  # row i: diag(C_c) of i's class
+        diagonal = (class_diagonals.pow(2).sum(dim=1) / count).sum()
+        n_valid = valid.sum().clamp_min(1.0)
+        return (frobenius - diagonal) / (d * (d - 1)) / n_valid
 
 
 def less_forget_loss(features: Tensor, old_features: Tensor) -> Tensor:
@@ -165,8 +214,11 @@ def less_forget_loss(features: Tensor, old_features: Tensor) -> Tensor:
     :math:`\frac{1}{N}\sum_i \big(1 - \cos(f(x_i), f_{old}(x_i))\big)`.
 
     ``old_features`` come from the frozen previous model and are detached.
+    Computed in float32 (in float16 the norm of a ``1e4``-scale feature
+    overflows and ``F.cosine_similarity``'s ``eps`` rounds to 0); a zero
+    feature vector has cosine 0 with anything (see :func:`_unit_rows`).
     """
-    cosine = F.cosine_similarity(features, old_features.detach(), dim=1)
+    cosine = (_unit_rows(features) * _unit_rows(old_features.detach())).sum(dim=1)
     return (1.0 - cosine).mean()
 
 
@@ -188,7 +240,10 @@ def margin_ranking_loss(
     :param scores: ``(N, K)`` cosine scores, i.e. logits *without* the scale.
     :param targets: ``(N,)`` labels; classes ``[num_old_classes, K)`` are new.
     :param k: number of hard new classes, at most ``K - num_old_classes``.
+    :return: float32 scalar (the hinge sum overflows float16 for large
+        scores, so the scores are upcast first).
     """
+    scores = scores.float()
     gt = scores.gather(1, targets[:, None])
     hard_new = scores[:, num_old_classes:].topk(k, dim=1).values
     hinge = F.relu(margin - gt + hard_new)

@@ -214,7 +214,8 @@ def _make_wandb_logger(
             # Avalanche 0.6 makes an id with wandb.util.generate_id, which
             # recent wandb releases no longer have; giving one skips that.
             "id": run_id or secrets.token_hex(4),
-            "resume": "allow" if run_id else None,
+            # offline, the same id makes `wandb sync` append to the run
+            "resume": "allow" if run_id and mode == "online" else None,
             "mode": mode,
             "entity": cfg.wandb_entity,
             "tags": list(cfg.wandb_tags),

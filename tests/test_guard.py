@@ -144,3 +144,18 @@ def test_memory_from_changed_data_is_refused(benchmark):
     state["memory"]["classes"][0]["indices"] = torch.tensor([10_000])
     with pytest.raises(ValueError, match="the data changed"):
         make_lucir().load_state_dict(state, benchmark.train_stream)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_lucir_cwd_bdr_train_finite_under_autocast(benchmark, dtype):
+    """Every step is checked by the guard (check_every=1): no term of LUCIR,
+    CwD or BDR becomes non-finite with the forward pass in half precision."""
+    strategy = make_lucir(cwd=True, bdr=True)
+    with torch.autocast("cpu", dtype=dtype):
+        for experience in benchmark.train_stream:
+            strategy.train(experience)
+    terms = strategy.loss_terms()
+    assert {"classification", "less_forget", "margin_ranking", "bdr_prior"} <= set(
+        terms
+    )
+    assert all(torch.isfinite(t).all() for t in terms.values())
