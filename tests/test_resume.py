@@ -231,3 +231,21 @@ def test_rng_state_round_trip():
     assert expected[0] == again[0]
     assert torch.equal(expected[1], again[1])
     assert expected[2] == again[2]
+
+
+def test_stale_temporary_file_of_a_killed_write_is_ignored(interrupted):
+    """A kill while writing leaves the temporary file, not a damaged
+    checkpoint: the resume reads the last complete one."""
+    cfg, run_dir = interrupted
+    (run_dir / f".{CHECKPOINT_FILE}.tmp").write_bytes(b"half a checkpoint")
+    summary = run_experiment(cfg)
+    assert len(summary["accuracy_matrix"]) == 4
+
+
+def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
+    cfg = ExperimentConfig(output_dir=str(tmp_path), **TINY)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError, match="not a bdr-avalanche results folder"):
+        run_experiment(cfg)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
