@@ -484,14 +484,17 @@ class BatchAugment(nn.Module):
         return cls(mean, std, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(N, C, H, W)`` uint8 batch to normalised ``dtype`` images."""
+        """``(N, C, H, W)`` uint8 batch to normalised ``dtype`` images; a
+        floating-point batch is taken to be in [0, 1] already (as by
+        :func:`normalize`)."""
         _check_batch(x)
-        if x.dtype != torch.uint8:
-            raise ValueError(f"expected a uint8 batch, got {x.dtype}")
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise ValueError(f"expected a uint8 or floating-point batch, got {x.dtype}")
         if x.shape[1] != self.norm_scale.shape[0]:
             raise ValueError(
                 f"expected {self.norm_scale.shape[0]} channels, got {x.shape[1]}"
             )
+        from_uint8 = x.dtype == torch.uint8
         n, _, h, w = x.shape
         if self.padding is not None:
             top, left = _crop_offsets(x, (h, w), self.padding, self.generator)
@@ -516,7 +519,9 @@ class BatchAugment(nn.Module):
             if self.flip:
                 flip = _flip_mask(n, self.flip, x.device, self.generator)
                 x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
-        return _apply_affine(x, self.norm_scale, self.norm_shift, self.dtype)
+        # the crops keep the input's value range (0..255 for uint8 input)
+        scale = self.norm_scale if from_uint8 else self.norm_scale * 255.0
+        return _apply_affine(x, scale, self.norm_shift, self.dtype)
 
     def extra_repr(self) -> str:
         if self.padding is not None:

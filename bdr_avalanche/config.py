@@ -56,6 +56,7 @@ BACKBONES = (
     "resnet56",
 )
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 # Per dataset: base classes, phases, backbone (None: chosen by resolution).
 _DATASET_DEFAULTS: dict[str, tuple[int, int, str | None]] = {
@@ -69,6 +70,7 @@ _CHOICES = {
     "dataset": DATASETS,
     "backbone": BACKBONES,
     "wandb_mode": WANDB_MODES,
+    "amp": AMP_MODES,
 }
 
 
@@ -172,6 +174,19 @@ class ExperimentConfig:
     output_dir: str = _opt(
         "results", "folder that receives the run's results folder", runtime=True
     )
+    fast_input: bool | None = _opt(
+        None,
+        "ours: keep each experience's images on the device and augment whole "
+        "batches there (default: on CUDA for digits, cifar100 and in_memory "
+        "imagefolder)",
+    )
+    amp: str = _opt(
+        "auto",
+        "ours: autocast of the forward passes: auto (bf16 on CUDA, off "
+        "elsewhere), off, bf16, fp16",
+    )
+    channels_last: bool = _opt(False, "ours: channels-last memory format")
+    compile: bool = _opt(False, "ours: torch.compile the backbone (opt-in)")
     save_models: bool = _opt(True, "save the model after each experience", runtime=True)
     # -- logging
     interactive: bool = _opt(

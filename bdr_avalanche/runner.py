@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .augment import BatchAugment
 from .baselines import MEMORY_MATCHING, make_baseline
 from .benchmarks import (
     DatasetError,
@@ -43,6 +44,7 @@ from .benchmarks import (
 )
 from .benchmarks._common import stream_layout
 from .benchmarks.imagefolder import FULL_RESOLUTION, imagefolder_class_sizes
+from .benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import (
     CheckpointError,
     evaluator_state,
@@ -61,7 +63,9 @@ from .strategy import LUCIR
 
 __all__ = [
     "RunExistsError",
+    "amp_dtype",
     "build_backbone",
+    "build_batch_augment",
     "build_benchmark",
     "build_strategy",
     "resolve_device",
@@ -178,11 +182,50 @@ def validate(cfg: ExperimentConfig) -> None:
             f"{num_classes} classes of {cfg.dataset}: n_base + n_phases * increment "
             f"must equal {num_classes}, with 0 <= n_base < {num_classes}"
         ) from None
+    if cfg.fast_input and not _fits_in_memory(cfg):
+        raise ConfigError(
+            f"fast_input=true needs the images in memory: dataset cifar100, digits, "
+            f"or imagefolder with in_memory=true (got dataset={cfg.dataset!r}, "
+            f"in_memory={cfg.in_memory})"
+        )
     if cfg.mem_per_class > smallest:
         raise ConfigError(
             f"mem_per_class={cfg.mem_per_class} is not allowed: the smallest class "
             f"of {cfg.dataset} has {smallest} training images; use at most {smallest}"
         )
+
+
+def _fits_in_memory(cfg: ExperimentConfig) -> bool:
+    return cfg.dataset in ("digits", "cifar100") or (
+        cfg.dataset == "imagefolder" and cfg.in_memory
+    )
+
+
+def build_batch_augment(
+    cfg: ExperimentConfig, device: torch.device
+) -> BatchAugment | None:
+    """The on-device training augmentation of the dataset's images, the
+    same recipe as its torchvision transforms; ``None`` when ``fast_input``
+    is off (by default: on CUDA when the dataset is held in memory)."""
+    use = (
+        device.type == "cuda" and _fits_in_memory(cfg)
+        if cfg.fast_input is None
+        else cfg.fast_input
+    )
+    if not use:
+        return None
+    if cfg.dataset == "digits":  # standardised floats, RandomCrop(8, padding=1)
+        return BatchAugment((0.0,), (1.0,), padding=1)
+    if cfg.dataset == "cifar100":
+        return BatchAugment.cifar()
+    return BatchAugment.cifar(IMAGENET_MEAN, IMAGENET_STD, padding=cfg.resolution // 8)
+
+
+def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``amp`` asks for (``auto``: bf16 on CUDA only)."""
+    if cfg.amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
 
 
 def _increment(cfg: ExperimentConfig, total: int) -> int:
@@ -252,6 +295,10 @@ def build_strategy(
         m2=cfg.m2,
         bdr_momentum=cfg.bdr_momentum,
         tau=cfg.tau,
+        batch_augment=build_batch_augment(cfg, device),
+        amp_dtype=amp_dtype(cfg, device),
+        channels_last=cfg.channels_last,
+        compile_backbone=cfg.compile,
         **OUR_METHODS[cfg.method],
         **schedule,
     )

@@ -22,6 +22,7 @@ from ._utils import (
     check_positive,
     check_positive_int,
 )
+from .fast_input import DeviceBatchLoader
 from .models import CosineIncrementalNet
 from .plugins import (
     BDRPlugin,
@@ -58,6 +59,15 @@ class LUCIR(SupervisedTemplate):
       NaN or infinite (checked every ``finite_check_every`` iterations).
     - :meth:`state_dict` and :meth:`load_state_dict` save and restore
       everything that carries over from one experience to the next.
+    - Speed switches: ``batch_augment`` (a
+      :class:`~bdr_avalanche.augment.BatchAugment`) keeps each experience's
+      images on the device and augments whole batches there
+      (:class:`~bdr_avalanche.fast_input.DeviceBatchLoader`) instead of
+      using the dataset's transforms in a ``DataLoader``; ``amp_dtype``
+      (e.g. ``torch.bfloat16``) runs the forward passes, the frozen
+      previous model's included, under autocast; ``channels_last`` stores
+      the model and the batches in that memory format;
+      ``compile_backbone`` compiles the backbone with ``torch.compile``.
 
     The benchmark's class ids must be contiguous in order of arrival
     (``class_ids_from_zero_from_first_exp=True`` in Avalanche's generators).
@@ -96,6 +106,10 @@ class LUCIR(SupervisedTemplate):
         evaluator: EvaluationPlugin | None = None,
         eval_every: int = -1,
         finite_check_every: int = 20,
+        batch_augment: nn.Module | None = None,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         self.lr = check_positive("lr", lr)
         self.first_lr = (
@@ -130,6 +144,18 @@ class LUCIR(SupervisedTemplate):
 
         backbone.last_relu = False
         model = CosineIncrementalNet(backbone)
+        self.batch_augment = batch_augment
+        if amp_dtype is not None and not amp_dtype.is_floating_point:
+            raise ValueError(
+                f"amp_dtype must be a floating-point dtype, got {amp_dtype}"
+            )
+        self.amp_dtype = amp_dtype
+        self.memory_format = (
+            torch.channels_last if channels_last else torch.contiguous_format
+        )
+        model.to(memory_format=self.memory_format)
+        if compile_backbone:
+            backbone.compile()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         own: list[BasePlugin] = [ConcatReplayPlugin(self.storage_policy), self.lucir]
@@ -219,7 +245,20 @@ class LUCIR(SupervisedTemplate):
         drop_last: bool = False,
         **kwargs,
     ):
-        """One shuffled loader over new data and memory together."""
+        """One shuffled loader over new data and memory together: a
+        :class:`~bdr_avalanche.fast_input.DeviceBatchLoader` when the
+        strategy has a ``batch_augment``, else a ``DataLoader``."""
+        if self.batch_augment is not None:
+            self.dataloader = DeviceBatchLoader.from_dataset(
+                self.adapted_dataset,
+                self.train_mb_size,
+                self.batch_augment,
+                self.device,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                memory_format=self.memory_format,
+            )
+            return
         args = self._obtain_common_dataloader_parameters(
             batch_size=self.train_mb_size,
             num_workers=num_workers,
@@ -230,6 +269,22 @@ class LUCIR(SupervisedTemplate):
         )
         collate_from_data_or_kwargs(self.adapted_dataset, args)
         self.dataloader = DataLoader(self.adapted_dataset, **args)
+
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context of the forward passes (disabled
+        without ``amp_dtype``)."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.bfloat16,
+            enabled=self.amp_dtype is not None,
+        )
+
+    def forward(self):
+        """The model's logits, computed under :meth:`autocast` and returned
+        in float32 (the losses are computed in float32)."""
+        with self.autocast():
+            output = super().forward()
+        return output.float()
 
     def make_optimizer(self, **kwargs):
         """A fresh SGD over the trainable parameters, and its schedule."""

@@ -346,7 +346,9 @@ def test_modules_trace_whole_without_host_sync():
         lambda: aug.normalize(torch.zeros(2, 3, 4, 4), MEAN, (1.0, 0.0, 1.0)),
         lambda: aug.normalize(torch.zeros(2, 3, 4, 4, dtype=torch.int64), MEAN, STD),
         lambda: aug.BatchAugment(MEAN, STD, padding=4, resized_crop=24),
-        lambda: aug.BatchAugment.cifar(MEAN, STD)(torch.zeros(2, 3, 8, 8)),
+        lambda: aug.BatchAugment.cifar(MEAN, STD)(
+            torch.zeros(2, 3, 8, 8, dtype=torch.int32)
+        ),
         lambda: aug.BatchAugment.cifar(MEAN, STD)(
             torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
         ),
@@ -386,3 +388,13 @@ def test_cuda_matches_cpu_for_the_same_parameters():
     module = aug.BatchAugment.cifar(MEAN, STD, generator=torch.Generator(cuda))
     out = module.to(cuda)(gpu_x)
     assert out.is_cuda and out.shape == x.shape and out.dtype == torch.float32
+
+
+def test_batch_augment_takes_float_images_in_unit_range():
+    """A float batch in [0, 1] gives what its uint8 version gives."""
+    x = torch.randint(0, 256, (6, 3, 12, 12), generator=gen(30), dtype=torch.uint8)
+    for make in (
+        lambda: aug.BatchAugment.cifar(MEAN, STD, padding=2, generator=gen(31)),
+        lambda: aug.BatchAugment.imagenet(8, MEAN, STD, generator=gen(31)),
+    ):
+        assert_close(make()(x.float() / 255), make()(x), atol=1e-4, rtol=1e-4)

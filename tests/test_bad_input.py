@@ -58,6 +58,18 @@ CASES = {
     ),
     "not a device": (["--device", "gpu0"], ["device='gpu0' is not a device"]),
     "unavailable backend": (["--device", "mps"], ["device='mps' is not available"]),
+    "fast input without the images in memory": (
+        [
+            "--dataset",
+            "imagenet",
+            "--dataset_root",
+            MISSING_DATA,
+            "--fast_input",
+            "true",
+        ],
+        ["fast_input=true needs the images in memory", "dataset='imagenet'"],
+    ),  # fmt: skip
+    "unknown amp mode": (["--amp", "fp8"], ["amp='fp8' is not allowed", "bf16"]),
     "missing dataset_root": (
         ["--dataset", "cifar100"],
         ["dataset_root is required for dataset='cifar100'"],

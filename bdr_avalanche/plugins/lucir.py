@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +100,8 @@ class LUCIRPlugin(SupervisedPlugin):
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
         if self.old_model is None:
             return
-        with torch.no_grad():
+        autocast = getattr(strategy, "autocast", contextlib.nullcontext)
+        with torch.no_grad(), autocast():
             self.old_model(strategy.mb_x)
         features = self._features.get()
         lf = self.lambda_ * less_forget_loss(features, self._old_features.get())

@@ -1,0 +1,134 @@
+"""In-memory training batches, augmented on the training device.
+
+For a dataset that fits in memory (CIFAR-100, Tiny-ImageNet decoded with
+``in_memory``, the digits), :class:`DeviceBatchLoader` keeps the
+experience's images (new data and memory together) as one tensor on the
+training device, shuffles them there and runs a
+:class:`~bdr_avalanche.augment.BatchAugment` on each mini-batch: no
+per-image PIL transform, no DataLoader worker, no host-to-device copy per
+step. It yields ``[x, y, t]`` mini-batches as Avalanche's data loaders do,
+so the strategy's training loop does not change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from avalanche.benchmarks.utils import AvalancheDataset
+from PIL.Image import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.transforms.functional import pil_to_tensor
+
+from ._utils import check_positive_int
+
+__all__ = ["DeviceBatchLoader", "stack_untransformed"]
+
+
+def _as_tensor(image: Image | Tensor) -> Tensor:
+    """A sample's image before any transform: uint8 for a PIL image, else
+    the tensor as it is. (Module level, so DataLoader workers can pickle it.)"""
+    return pil_to_tensor(image) if isinstance(image, Image) else image
+
+
+def stack_untransformed(
+    dataset: AvalancheDataset, batch_size: int = 1024
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Images, class labels and task labels of ``dataset`` without its
+    transforms, as ``(N, C, H, W)``, ``(N,)`` and ``(N,)`` CPU tensors.
+
+    PIL images become uint8 tensors; tensor images (uint8 or already
+    floating point) are kept as they are. All images must have one size.
+    No random number is drawn from the global generators.
+    """
+    raw = dataset.replace_current_transform_group(_as_tensor)
+    images, labels, tasks = [], [], []
+    # its own generator: reading the data leaves the global one untouched
+    loader = DataLoader(
+        raw, batch_size=batch_size, shuffle=False, generator=torch.Generator()
+    )
+    for batch in loader:
+        images.append(batch[0])
+        labels.append(batch[1])
+        tasks.append(batch[-1])
+    return torch.cat(images), torch.cat(labels), torch.cat(tasks)
+
+
+class DeviceBatchLoader:
+    """Shuffled, augmented mini-batches of in-memory images on ``device``.
+
+    Each epoch draws one permutation on the device (``torch.randperm``), so
+    every sample is seen once per epoch, as with a shuffling DataLoader;
+    the last batch is smaller unless ``drop_last``. The augmentation draws
+    its random numbers on the device too, so iterating never waits for the
+    host.
+
+    :param images: ``(N, C, H, W)`` uint8 (or float) images.
+    :param labels: ``(N,)`` class labels.
+    :param task_labels: ``(N,)`` task labels.
+    :param augment: the training transform of a batch, e.g.
+        :meth:`~bdr_avalanche.augment.BatchAugment.cifar`.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        task_labels: Tensor,
+        batch_size: int,
+        augment: nn.Module,
+        device: torch.device | str,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        if not (len(images) == len(labels) == len(task_labels)):
+            raise ValueError(
+                f"images, labels and task labels differ in length: {len(images)}, "
+                f"{len(labels)}, {len(task_labels)}"
+            )
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.task_labels = task_labels.to(self.device)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.augment = augment.to(self.device)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.memory_format = memory_format
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: AvalancheDataset,
+        batch_size: int,
+        augment: nn.Module,
+        device,
+        **kwargs,
+    ) -> DeviceBatchLoader:
+        """Load ``dataset``'s untransformed images (see
+        :func:`stack_untransformed`) into a loader."""
+        return cls(*stack_untransformed(dataset), batch_size, augment, device, **kwargs)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return (
+            n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        )
+
+    def __iter__(self):
+        n = len(self.images)
+        order = (
+            torch.randperm(n, device=self.device)
+            if self.shuffle
+            else torch.arange(n, device=self.device)
+        )
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.augment(self.images[index])
+            yield [
+                x.contiguous(memory_format=self.memory_format),
+                self.labels[index],
+                self.task_labels[index],
+            ]
