@@ -183,15 +183,14 @@ def _csv_rows(folder: Path, resume_after: int | None) -> tuple[list[str], list[s
     for name, column in (("training_results.csv", 0), ("eval_results.csv", 1)):
         path = folder / name
         lines = path.read_text().splitlines(keepends=True)[1:] if path.exists() else []
-        kept.append(
-            [
-                line
-                for line in lines
-                if line.split(",")[column].strip().isdigit()
-                and int(line.split(",")[column]) < resume_after
-            ]
-        )
+        kept.append([line for line in lines if _exp_id(line, column) < resume_after])
     return kept[0], kept[1]
+
+
+def _exp_id(line: str, column: int) -> float:
+    """The experience id in ``column`` of a CSV line (inf if there is none)."""
+    field = line.split(",")[column].strip()
+    return int(field) if field.isdigit() else float("inf")
 
 
 def _read_csv(path: Path) -> list[list[str]]:
