@@ -132,7 +132,12 @@ class ExperimentConfig:
     in_memory: bool = _opt(
         False, "imagefolder: decode all images once and keep them in memory"
     )
-    num_workers: int = _opt(0, "DataLoader worker processes", runtime=True)
+    num_workers: int | None = _opt(
+        None,
+        "DataLoader worker processes (default: min(8, CPU cores) on CUDA when "
+        "the DataLoader path is used, 0 otherwise)",
+        runtime=True,
+    )
     # -- model
     backbone: str | None = _opt(
         None,
@@ -250,7 +255,7 @@ class ExperimentConfig:
                 )
         if self.n_base is not None and self.n_base < 0:
             raise ConfigError(f"n_base={self.n_base!r} is not allowed; it must be >= 0")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"num_workers={self.num_workers!r}; it must be >= 0")
         if any(m < 1 for m in self.milestones) or sorted(self.milestones) != list(
             self.milestones

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ __all__ = [
     "build_batch_augment",
     "build_benchmark",
     "build_strategy",
+    "num_workers",
     "resolve_device",
     "validate",
     "run_comparison",
@@ -219,6 +221,18 @@ def build_batch_augment(
     if cfg.dataset == "cifar100":
         return BatchAugment.cifar()
     return BatchAugment.cifar(IMAGENET_MEAN, IMAGENET_STD, padding=cfg.resolution // 8)
+
+
+def num_workers(cfg: ExperimentConfig, device: torch.device, fast: bool) -> int:
+    """DataLoader worker processes: ``num_workers`` when set; by default
+    ``min(8, CPU cores)`` when a GPU waits on the per-image transforms of
+    the DataLoader path, 0 on CPU (where the workers would take cores from
+    training) and with the fast input path (which needs none)."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    if device.type != "cuda" or fast:
+        return 0
+    return min(8, os.cpu_count() or 1)
 
 
 def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
@@ -398,6 +412,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         evaluator = make_evaluator(loggers.loggers)
         strategy = build_strategy(cfg, backbone, classes_seen[-1], device, evaluator)
         checkpointed = isinstance(strategy, LUCIR)
+        fast = checkpointed and strategy.batch_augment is not None
+        workers = num_workers(cfg, device, fast)
         results, times = None, []
         if checkpoint is not None:
             strategy.load_state_dict(checkpoint["strategy"], benchmark.train_stream)
@@ -451,8 +467,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                 benchmark,
                 progress=bar,
                 on_experience_end=after_experience,
-                num_workers=cfg.num_workers,
+                num_workers=workers,
                 results=results,
+                persistent_workers=workers > 0,
             )
         summary = {
             "name": cfg.name,

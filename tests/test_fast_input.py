@@ -18,7 +18,7 @@ from bdr_avalanche.config import ExperimentConfig
 from bdr_avalanche.fast_input import DeviceBatchLoader, stack_untransformed
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.protocol import make_evaluator
-from bdr_avalanche.runner import build_batch_augment
+from bdr_avalanche.runner import build_batch_augment, num_workers
 
 
 def test_every_sample_once_per_epoch():
@@ -177,3 +177,15 @@ def test_fast_input_default_is_cuda_with_in_memory_data():
         dataset="imagefolder", dataset_root="x", resolution=64, in_memory=True
     ).resolved()
     assert build_batch_augment(small, cuda).padding == 8
+
+
+def test_worker_default_feeds_a_gpu_only_on_the_dataloader_path(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = ExperimentConfig()
+    assert num_workers(auto, cuda, fast=False) == 8
+    assert num_workers(auto, cuda, fast=True) == 0
+    assert num_workers(auto, cpu, fast=False) == 0
+    assert num_workers(ExperimentConfig(num_workers=3), cuda, fast=True) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert num_workers(auto, cuda, fast=False) == 2

@@ -421,6 +421,18 @@ def test_herding_matches_brute_force(seed, m):
     assert picks.tolist() == ref_herding(features, m)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_herding_picks_are_avalanches_first_m(seed):
+    # Avalanche ranks the whole class; its first m are the same exemplars
+    from avalanche.training.storage_policy import HerdingSelectionStrategy
+
+    torch.manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)
+    ranking = HerdingSelectionStrategy(torch.nn.Identity(), "")
+    expected = ranking.make_sorted_indices_from_features(features)[:20]
+    assert fn.herding_select(features, 20).tolist() == list(expected)
+
+
 def test_herding_hand_example():
     # mean 3.25: herding gives [2, 1, 3, 0]; plain nearest-to-mean would give
     # [2, 1, 0, 3]
