@@ -711,17 +711,18 @@ def main() -> int:
             + ", ".join(f"exp {e} {o:+.1f}%" for e, o in enumerate(overhead))
             + f" (target <= 5%: {'met' if max(overhead) <= 5 else 'NOT met'})"
         )
-    best = min(
+    slowest = min(
         statistics.median(r["ips"][e] for r in runs[paths[-1].name]["LUCIR+CwD+BDR"])
         for e in range(size.num_experiences)
     )
     print(
-        f"  LUCIR+CwD+BDR, {paths[-1].name}: {best:.0f} images/s (slower "
+        f"  LUCIR+CwD+BDR, {paths[-1].name}: {slowest:.0f} images/s (slower "
         f"experience); the paper's CIFAR-100 run ({CIFAR100_IMAGE_STEPS / 1e6:.2f}M "
-        f"image-steps) would train in {CIFAR100_IMAGE_STEPS / best / 60:.0f} min "
+        f"image-steps) would train in {CIFAR100_IMAGE_STEPS / slowest / 60:.0f} min "
         f"with {size.backbone_name}"
         + (
-            f" (GPU target >= 15000 images/s: {'met' if best >= 15000 else 'NOT met'})"
+            f" (GPU target >= 15000 images/s: "
+            f"{'met' if slowest >= 15000 else 'NOT met'})"
             if cuda and size.name == "full"
             else ""
         )
