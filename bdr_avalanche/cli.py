@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from dataclasses import MISSING, fields
 from .benchmarks import DatasetError
 from .checkpoint import CheckpointError
 from .config import METHODS, ConfigError, ExperimentConfig, load_config, parse_value
+from .distributed import launched_by_torchrun, shutdown
 from .plugins import NonFiniteLossError
 from .runner import RunExistsError, run_comparison, run_experiment
 
@@ -127,7 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     overwrite, verbose = args.pop("overwrite"), args.pop("verbose")
     methods = args.pop("methods", None)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        # under torchrun, rank 0 speaks for all processes
+        level=logging.DEBUG
+        if verbose
+        else logging.INFO
+        if os.environ.get("RANK", "0") == "0"
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -138,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(files, overrides)
         if command == "run":
             run_experiment(cfg, overwrite=overwrite)
+        elif launched_by_torchrun():
+            raise ConfigError(
+                "compare cannot run under torchrun (Avalanche's strategies do not "
+                "train with DDP); start each of our methods with `run`"
+            )
         else:
             names = [m.strip() for m in methods.split(",") if m.strip()]
             run_comparison(cfg, names, overwrite=overwrite)
@@ -145,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"bdr-avalanche: error: {err}\n")
     except (DatasetError, RunExistsError, CheckpointError, NonFiniteLossError) as err:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
+    finally:
+        shutdown()
     return 0
 
 

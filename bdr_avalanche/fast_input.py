@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from avalanche.benchmarks.utils import AvalancheDataset
 from PIL.Image import Image
 from torch import Tensor, nn
@@ -69,6 +70,14 @@ class DeviceBatchLoader:
     :param task_labels: ``(N,)`` task labels.
     :param augment: the training transform of a batch, e.g.
         :meth:`~bdr_avalanche.augment.BatchAugment.cifar`.
+    :param num_replicas: processes sharing the data (distributed training);
+        ``batch_size`` is then the per-process batch. Rank 0's permutation
+        is broadcast, the epoch is padded with its first samples to a
+        multiple of ``num_replicas``, and process ``rank`` takes every
+        ``num_replicas``-th sample from its rank (as ``DistributedSampler``
+        does): step ``i``'s batches of all processes together are batch
+        ``i`` of one process with ``num_replicas`` times the batch size.
+    :param rank: this process's rank.
     """
 
     def __init__(
@@ -82,7 +91,11 @@ class DeviceBatchLoader:
         shuffle: bool = True,
         drop_last: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
         if not (len(images) == len(labels) == len(task_labels)):
             raise ValueError(
                 f"images, labels and task labels differ in length: {len(images)}, "
@@ -97,6 +110,8 @@ class DeviceBatchLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.memory_format = memory_format
+        self.num_replicas = num_replicas
+        self.rank = rank
 
     @classmethod
     def from_dataset(
@@ -112,10 +127,13 @@ class DeviceBatchLoader:
         return cls(*stack_untransformed(dataset), batch_size, augment, device, **kwargs)
 
     def __len__(self) -> int:
-        n = len(self.images)
+        n = self._samples_per_replica()
         return (
             n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         )
+
+    def _samples_per_replica(self) -> int:
+        return math.ceil(len(self.images) / self.num_replicas)
 
     def __iter__(self):
         n = len(self.images)
@@ -124,6 +142,12 @@ class DeviceBatchLoader:
             if self.shuffle
             else torch.arange(n, device=self.device)
         )
+        if self.num_replicas > 1:
+            if self.shuffle:
+                dist.broadcast(order, 0)
+            padded = self._samples_per_replica() * self.num_replicas
+            order = order[torch.arange(padded, device=self.device) % n]
+            order = order[self.rank :: self.num_replicas]
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self.augment(self.images[index])

@@ -32,7 +32,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .augment import BatchAugment
 from .baselines import MEMORY_MATCHING, make_baseline
 from .benchmarks import (
@@ -365,6 +365,57 @@ def _previous_run(
     return checkpoint
 
 
+def _process_device(cfg: ExperimentConfig) -> torch.device:
+    """The run's device; under ``torchrun``, this process's device, after
+    joining the process group (our methods only, batches that split)."""
+    device = resolve_device(cfg.device)
+    if not distributed.launched_by_torchrun():
+        return device
+    if cfg.method not in OUR_METHODS:
+        raise ConfigError(
+            f"method={cfg.method!r} cannot run under torchrun; distributed "
+            f"training supports {', '.join(OUR_METHODS)}"
+        )
+    try:
+        device = distributed.init_from_env(device)
+        distributed.shard_size(cfg.batch_size, "batch_size")
+        if cfg.first_batch_size is not None:
+            distributed.shard_size(cfg.first_batch_size, "first_batch_size")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return device
+
+
+def _without_logging(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with every logger off (the processes other than rank 0)."""
+    return dataclasses.replace(
+        cfg,
+        interactive=False,
+        text_log=False,
+        csv_log=False,
+        tensorboard=False,
+        wandb=False,
+    )
+
+
+def _restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
+    """Each process's random state at the checkpoint. A run resumed on
+    another number of processes than it was saved from cannot restore the
+    streams: it draws fresh ones (the results are then equivalent, not
+    identical)."""
+    states = checkpoint.get("rank_rng") or [checkpoint["rng"]]
+    if len(states) == distributed.world_size():
+        set_rng_state(states[distributed.rank()])
+        return
+    log.warning(
+        "the checkpoint was written by %d process(es), this run has %d: the "
+        "random streams are seeded again",
+        len(states),
+        distributed.world_size(),
+    )
+    RNGManager.set_random_seeds(fallback_seed + distributed.rank())
+
+
 def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool) -> None:
     if run_dir.exists() and not resume:
         log.info("starting %s afresh", run_dir)
@@ -389,11 +440,14 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     again from its first experience.
     """
     cfg = cfg.resolved()
-    device = resolve_device(cfg.device)
+    device = _process_device(cfg)
     validate(cfg)
+    main = distributed.is_main_process()
     run_dir = Path(cfg.output_dir) / cfg.name
     checkpoint = _previous_run(run_dir, cfg, overwrite)
-    RNGManager.set_random_seeds(cfg.seed)
+    distributed.barrier()  # every process has read the folder before it changes
+    # one seed per process: their augmentations must not repeat each other
+    RNGManager.set_random_seeds(cfg.seed + distributed.rank())
     # Config and data errors surface before any file is written.
     backbone = build_backbone(cfg)
     benchmark = build_benchmark(cfg)
@@ -401,9 +455,10 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     classes_seen = [sum(classes[: t + 1]) for t in range(len(classes))]
 
     done = 0 if checkpoint is None else len(checkpoint["times"])
-    _prepare_run_dir(run_dir, cfg, resume=checkpoint is not None)
+    if main:
+        _prepare_run_dir(run_dir, cfg, resume=checkpoint is not None)
     loggers = RunLoggers(
-        cfg,
+        cfg if main else _without_logging(cfg),
         run_dir,
         resume_after=done if checkpoint else None,
         wandb_id=checkpoint.get("wandb_id") if checkpoint else None,
@@ -435,11 +490,15 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
 
         def after_experience(t: int, results: IncrementalResults) -> None:
             times.append(time.perf_counter() - clock[0])
-            if cfg.save_models:
+            if cfg.save_models and main:
                 models = run_dir / "models"
                 models.mkdir(exist_ok=True)
                 torch.save(strategy.model.state_dict(), models / f"exp_{t:02d}.pt")
             if checkpointed and t + 1 < len(classes):
+                rank_rng = distributed.gather_objects(rng_state())
+                if not main:
+                    clock[0] = time.perf_counter()
+                    return
                 state = {
                     "format": CHECKPOINT_FORMAT,
                     "config": cfg.to_dict(),
@@ -448,19 +507,20 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                     "results": results.state_dict(),
                     "times": list(times),
                     "wandb_id": loggers.wandb_id,
-                    "rng": rng_state(),
+                    "rng": rank_rng[0],
+                    "rank_rng": rank_rng,
                 }
                 save_checkpoint(run_dir / CHECKPOINT_FILE, state)
             clock[0] = time.perf_counter()  # saving is not training time
 
-        if checkpoint is not None:
-            set_rng_state(checkpoint["rng"])  # last: nothing may draw after it
+        if checkpoint is not None:  # last: nothing may draw after it
+            _restore_rng(checkpoint, cfg.seed + 1000 * done)
         with tqdm(
             total=len(classes),
             initial=done,
             desc=cfg.name,
             unit="exp",
-            disable=cfg.interactive,
+            disable=cfg.interactive or not main,
         ) as bar:
             results = train_and_evaluate(
                 strategy,
@@ -479,6 +539,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             "versions": _versions(),
             **run_summary(results, classes_seen, times),
         }
+        if not main:
+            return summary
         files = write_run(run_dir, summary, f"{cfg.method} ({cfg.dataset})")
         write_json(run_dir / "results.json", summary)
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished
@@ -495,12 +557,12 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             },
         )
     except BaseException:
-        loggers.close()
-        if not (run_dir / CHECKPOINT_FILE).exists():
+        if main and not (run_dir / CHECKPOINT_FILE).exists():
             # nothing to resume: leave no half-written folder behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    loggers.close()
+    finally:
+        loggers.close()
     log.info(
         "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
         cfg.name,

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.storage_policy import ExemplarsBuffer
-from torch.utils.data import DataLoader
 
 from ._utils import FeatureRecorder, check_positive_int
+from .distributed import broadcast_object, extract_features
 from .functional import herding_select
 
 if TYPE_CHECKING:
@@ -64,18 +64,23 @@ class HerdingBuffer(ExemplarsBuffer):
     def post_adapt(self, agent_state: SupervisedTemplate, exp) -> None:
         """Select exemplars for the classes of experience ``exp``."""
         data = exp.dataset
-        loader = DataLoader(
-            data.eval(), batch_size=agent_state.eval_mb_size, shuffle=False
-        )
         recorder = FeatureRecorder(self.feature_layer)
-        features, labels = recorder.extract(
-            agent_state.model, loader, agent_state.device
+        features, labels = extract_features(
+            recorder,
+            agent_state.model,
+            data.eval(),
+            agent_state.eval_mb_size,
+            agent_state.device,
         )
         features = F.normalize(features.float(), dim=1)
+        picked = {}
         for cls in torch.unique(labels).tolist():
             members = torch.nonzero(labels == cls).flatten()
             picks = members[herding_select(features[members], self.mem_per_class)]
-            self.class_indices[cls] = picks.cpu()
+            picked[cls] = picks.cpu()
+        # distributed: rank 0's picks, so every process holds the same memory
+        for cls, picks in broadcast_object(picked).items():
+            self.class_indices[cls] = picks
             self._class_data[cls] = data.subset(picks.tolist())
             self._source[cls] = exp.current_experience
         self._rebuild()

@@ -6,16 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from avalanche.benchmarks.utils.data_loader import collate_from_data_or_kwargs
+from avalanche.benchmarks.utils.data_loader import (
+    SingleDatasetDataLoader,
+    collate_from_data_or_kwargs,
+)
 from avalanche.core import BasePlugin
 from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from . import distributed
 from ._utils import (
     check_fraction,
     check_non_negative,
@@ -162,6 +167,7 @@ class LUCIR(SupervisedTemplate):
         own += [p for p in (self.cwd, self.bdr) if p is not None]
         own.append(FiniteLossGuard(finite_check_every))
         self.scheduler: MultiStepLR | None = None
+        self._ddp: DistributedDataParallel | None = None
         self._classification_loss: Tensor | None = None
 
         super().__init__(
@@ -235,6 +241,28 @@ class LUCIR(SupervisedTemplate):
             else self.base_train_mb_size
         )
         super()._before_training_exp(**kwargs)
+        # after the head has grown: DDP registers the current parameters
+        self._ddp = None
+        if distributed.is_distributed():
+            self._ddp = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+
+    def _before_training_epoch(self, **kwargs):
+        sampler = getattr(self.dataloader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.clock.train_exp_epochs)
+        super()._before_training_epoch(**kwargs)
+
+    def _after_training_exp(self, **kwargs):
+        # Each process updated BatchNorm's statistics on its own shard:
+        # take rank 0's everywhere before the memory is selected and the
+        # previous model copied.
+        self._ddp = None
+        distributed.broadcast_module(self.model)
+        super()._after_training_exp(**kwargs)
 
     def make_train_dataloader(
         self,
@@ -247,28 +275,69 @@ class LUCIR(SupervisedTemplate):
     ):
         """One shuffled loader over new data and memory together: a
         :class:`~bdr_avalanche.fast_input.DeviceBatchLoader` when the
-        strategy has a ``batch_augment``, else a ``DataLoader``."""
+        strategy has a ``batch_augment``, else a ``DataLoader``.
+
+        Distributed, ``train_mb_size`` is the global batch: each process
+        loads its shard in batches of ``train_mb_size / world_size``.
+        """
+        world, rank = distributed.world_size(), distributed.rank()
+        batch_size = distributed.shard_size(self.train_mb_size)
         if self.batch_augment is not None:
             self.dataloader = DeviceBatchLoader.from_dataset(
                 self.adapted_dataset,
-                self.train_mb_size,
+                batch_size,
                 self.batch_augment,
                 self.device,
                 shuffle=shuffle,
                 drop_last=drop_last,
                 memory_format=self.memory_format,
+                num_replicas=world,
+                rank=rank,
             )
             return
         args = self._obtain_common_dataloader_parameters(
-            batch_size=self.train_mb_size,
+            batch_size=batch_size,
             num_workers=num_workers,
             shuffle=shuffle,
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             drop_last=drop_last,
         )
+        if world > 1:
+            # the same seed on every process: one permutation, disjoint shards
+            seed = distributed.broadcast_object(int(torch.randint(2**31, ())))
+            args["sampler"] = DistributedSampler(
+                self.adapted_dataset,
+                world,
+                rank,
+                shuffle=args.pop("shuffle"),
+                seed=seed,
+            )
         collate_from_data_or_kwargs(self.adapted_dataset, args)
         self.dataloader = DataLoader(self.adapted_dataset, **args)
+
+    def make_eval_dataloader(
+        self,
+        num_workers: int = 0,
+        shuffle: bool = False,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+        **kwargs,
+    ):
+        """Avalanche's evaluation loader, over the *whole* dataset in every
+        process: Avalanche would give each process a shard, and its metrics
+        would then describe rank 0's shard only."""
+        args = self._obtain_common_dataloader_parameters(
+            batch_size=self.eval_mb_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+        )
+        collate_from_data_or_kwargs(self.adapted_dataset, args)
+        self.dataloader = SingleDatasetDataLoader(
+            self.adapted_dataset, distributed_sampling=False, **args
+        )
 
     def autocast(self) -> torch.autocast:
         """The mixed-precision context of the forward passes (disabled
@@ -283,7 +352,10 @@ class LUCIR(SupervisedTemplate):
         """The model's logits, computed under :meth:`autocast` and returned
         in float32 (the losses are computed in float32)."""
         with self.autocast():
-            output = super().forward()
+            if self._ddp is not None and self.is_training:
+                output = self._ddp(self.mb_x)
+            else:
+                output = super().forward()
         return output.float()
 
     def make_optimizer(self, **kwargs):

@@ -11,9 +11,9 @@ from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import SupervisedPlugin
 from avalanche.training.storage_policy import ExemplarsBuffer
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from .._utils import FeatureRecorder, check_fraction, check_positive
+from ..distributed import extract_features, gather_batch
 from ..functional import (
     PRIOR_EPS,
     bdr_log_prior,
@@ -29,7 +29,7 @@ __all__ = ["BDRPlugin"]
 _STATE = ("prior", "phase_counts", "centres", "scatters")
 
 
-class BDRPlugin(SupervisedPlugin):
+class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds BDR's per-class prior :math:`\pi` to the logits inside the
     training loss of every experience after the first:
     :math:`L_{task}(z + \pi, y)`. Nothing is added at evaluation.
@@ -49,6 +49,11 @@ class BDRPlugin(SupervisedPlugin):
       batch's detached features
       (:func:`~bdr_avalanche.functional.update_class_statistics`) and
       :math:`\pi \leftarrow \mu\,\pi + (1 - \mu)\,\pi(m_2)`.
+
+    In distributed training both statistics are those of all processes'
+    data (the phase's features and each step's batch are gathered), so the
+    prior is the same on every process and equals the single-process prior
+    of the global batch.
 
     Only logits, labels and the ``feature_layer`` output are used, so the
     plugin works with any Avalanche strategy whose criterion takes
@@ -98,9 +103,12 @@ class BDRPlugin(SupervisedPlugin):
         data = strategy.adapted_dataset
         if self.memory is not None and len(self.memory.buffer) > 0:
             data = concat_datasets([data, self.memory.buffer])
-        loader = DataLoader(data.eval(), batch_size=strategy.eval_mb_size)
-        features, labels = self._features.extract(
-            strategy.model, loader, strategy.device
+        features, labels = extract_features(
+            self._features,
+            strategy.model,
+            data.eval(),
+            strategy.eval_mb_size,
+            strategy.device,
         )
         num_classes = int(labels.max()) + 1
         self.phase_counts, self.centres, self.scatters = class_statistics(
@@ -116,8 +124,8 @@ class BDRPlugin(SupervisedPlugin):
             self.phase_counts,
             self.centres,
             self.scatters,
-            self._features.get().detach(),
-            strategy.mb_y,
+            gather_batch(self._features.get().detach()),
+            gather_batch(strategy.mb_y),
         )
         estimate = bdr_log_prior(self.phase_counts, self.scatters, self.m2, self.tau)
         self.prior = torch.lerp(estimate, self.prior, self.momentum)

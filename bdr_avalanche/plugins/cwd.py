@@ -8,6 +8,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
 from .._utils import FeatureRecorder, check_non_negative, check_positive_int
+from ..distributed import gather_batch
 from ..functional import class_wise_decorrelation_loss
 
 if TYPE_CHECKING:
@@ -16,13 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["CwDPlugin"]
 
 
-class CwDPlugin(SupervisedPlugin):
+class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds :math:`\eta\,L_{cwd}` to the loss of the *first* training
     experience only: :math:`L_{cwd}` decorrelates the dimensions of the
     penultimate features within each class of the batch (see
     :func:`~bdr_avalanche.functional.class_wise_decorrelation_loss`), which
     spreads the base classes' representation over more directions and makes
     later phases forget less.
+
+    In distributed training the class statistics are those of the global
+    batch (the features of all processes are gathered), so the loss equals
+    the single-process loss on the whole batch.
 
     :param coef: the weight :math:`\eta` (0.5 in the paper).
     :param reject_threshold: classes with at most this many samples in a
@@ -57,8 +62,10 @@ class CwDPlugin(SupervisedPlugin):
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
         if not self._active:
             return
+        # distributed: the statistics of the global batch, with gradients
+        features = gather_batch(self._features.get(), differentiable=True)
         loss = self.coef * class_wise_decorrelation_loss(
-            self._features.get(), strategy.mb_y, self.reject_threshold
+            features, gather_batch(strategy.mb_y), self.reject_threshold
         )
         self.last_loss = loss.detach()
         strategy.loss += loss

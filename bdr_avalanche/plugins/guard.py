@@ -9,6 +9,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
 from .._utils import check_positive_int
+from ..distributed import sum_over_ranks
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -20,7 +21,7 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite during training."""
 
 
-class FiniteLossGuard(SupervisedPlugin):
+class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
     """Raises :class:`NonFiniteLossError`, naming the loss terms and the
     experience, as soon as a training loss term is NaN or infinite.
 
@@ -68,7 +69,9 @@ class FiniteLossGuard(SupervisedPlugin):
         if not self._flags:
             return
         names = list(self._flags)
-        bad = torch.stack([self._flags[n] for n in names]).cpu()  # one sync
+        # distributed: every process stops when one finds a bad term
+        bad = sum_over_ranks(torch.stack([self._flags[n] for n in names]).int())
+        bad = bad.cpu()  # one sync
         if not bad.any():
             return
         failed = [n for n, b in zip(names, bad.tolist(), strict=True) if b]

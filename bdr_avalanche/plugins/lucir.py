@@ -17,6 +17,7 @@ from .._utils import (
     frozen_copy,
     get_submodule,
 )
+from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["LUCIRPlugin"]
 
 
-class LUCIRPlugin(SupervisedPlugin):
+class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds LUCIR's two distillation terms to the loss of every experience
     after the first:
 
@@ -109,6 +110,11 @@ class LUCIRPlugin(SupervisedPlugin):
         mr = self.mr_weight * margin_ranking_loss(
             scores, strategy.mb_y, self.num_old_classes, self.margin, self.k
         )
+        if is_distributed():
+            # average over the old samples of the global batch: DDP's mean of
+            # world * S_r / (k * C) over ranks is sum_r S_r / (k * C)
+            old = (strategy.mb_y < self.num_old_classes).float().sum()
+            mr = mr * world_size() * old / sum_over_ranks(old).clamp_min(1.0)
         self.last_losses = {"less_forget": lf.detach(), "margin_ranking": mr.detach()}
         strategy.loss += lf + mr
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["ConcatReplayPlugin"]
 
 
-class ConcatReplayPlugin(SupervisedPlugin):
+class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """Rehearsal as in iCaRL, LUCIR and BDR: the memory is concatenated to
     the new data and the union is shuffled by the ordinary data loader, so
     old and new samples share each mini-batch in proportion to their counts.
