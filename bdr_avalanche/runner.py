@@ -225,14 +225,16 @@ def build_batch_augment(
 
 def num_workers(cfg: ExperimentConfig, device: torch.device, fast: bool) -> int:
     """DataLoader worker processes: ``num_workers`` when set; by default
-    ``min(8, CPU cores)`` when a GPU waits on the per-image transforms of
+    ``min(8, CPU cores per process)`` when a GPU waits on the per-image transforms of
     the DataLoader path, 0 on CPU (where the workers would take cores from
     training) and with the fast input path (which needs none)."""
     if cfg.num_workers is not None:
         return cfg.num_workers
     if device.type != "cuda" or fast:
         return 0
-    return min(8, os.cpu_count() or 1)
+    # torchrun: the node's cores are shared by its processes
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 1) // per_node))
 
 
 def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:

@@ -304,8 +304,10 @@ class LUCIR(SupervisedTemplate):
             drop_last=drop_last,
         )
         if world > 1:
-            # the same seed on every process: one permutation, disjoint shards
-            seed = distributed.broadcast_object(int(torch.randint(2**31, ())))
+            # rank 0's seed on every process: one permutation, disjoint
+            # shards (and no number drawn from the global generators)
+            seed = torch.initial_seed() + self.clock.train_exp_counter
+            seed = distributed.broadcast_object(seed % 2**63)
             args["sampler"] = DistributedSampler(
                 self.adapted_dataset,
                 world,

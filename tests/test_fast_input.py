@@ -189,3 +189,6 @@ def test_worker_default_feeds_a_gpu_only_on_the_dataloader_path(monkeypatch):
     assert num_workers(ExperimentConfig(num_workers=3), cuda, fast=True) == 3
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert num_workers(auto, cuda, fast=False) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 24)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 processes a node
+    assert num_workers(auto, cuda, fast=False) == 6

@@ -1,0 +1,219 @@
+"""Distributed training on 2 CPU processes (gloo) against one process.
+
+The workers are in ``ddp_workers.py``; each test spawns 2 processes, which
+save their results for the comparisons made here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ddp_workers
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from ddp_workers import GLOBAL_BATCH, bdr_plugin, global_batch, train_lucir
+from torch import nn
+from torch.testing import assert_close
+
+from bdr_avalanche import functional as fn
+from bdr_avalanche.distributed import shard_size
+from bdr_avalanche.fast_input import DeviceBatchLoader
+
+WORLD = 2
+
+
+def spawn(case: str, tmp_path: Path) -> list[dict]:
+    """Run ``case`` on ``WORLD`` processes; their results, by rank."""
+    store = tmp_path / "store"
+    mp.spawn(
+        ddp_workers.run,
+        args=(WORLD, str(store), str(tmp_path), case),
+        nprocs=WORLD,
+        join=True,
+    )
+    return [
+        torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)
+    ]
+
+
+@pytest.fixture(scope="module")
+def statistics(tmp_path_factory) -> list[dict]:
+    return spawn("statistics", tmp_path_factory.mktemp("statistics"))
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory) -> list[dict]:
+    return spawn("training", tmp_path_factory.mktemp("training"))
+
+
+def test_cwd_loss_and_gradient_follow_the_global_batch(statistics):
+    x, y, weight = global_batch()
+    layer = nn.Linear(10, weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    loss = 0.5 * fn.class_wise_decorrelation_loss(layer(x), y)
+    loss.backward()
+    for result in statistics:
+        assert_close(result["cwd"], loss.detach())
+        # gathered with gradients, averaged by DDP: the gradient of the
+        # global batch's loss, once (not WORLD times, not 1 / WORLD of it)
+        assert_close(result["grad"], layer.weight.grad)
+
+
+def test_bdr_prior_follows_the_global_batch(statistics):
+    plugin = bdr_plugin()
+    features = torch.randn(
+        GLOBAL_BATCH,
+        plugin.centres.shape[1],
+        generator=torch.Generator().manual_seed(2),
+    )
+    centres, scatters = fn.update_class_statistics(
+        plugin.phase_counts,
+        plugin.centres,
+        plugin.scatters,
+        features,
+        global_batch()[1],
+    )
+    estimate = fn.bdr_log_prior(plugin.phase_counts, scatters, 0.6, 1.5)
+    prior = torch.lerp(estimate, plugin.prior, 0.9)
+    for result in statistics:
+        assert_close(result["centres"], centres)
+        assert_close(result["scatters"], scatters)
+        assert_close(result["prior"], prior)
+    # and the same prior on both processes, to the bit
+    assert torch.equal(statistics[0]["prior"], statistics[1]["prior"])
+
+
+def test_sharded_feature_extraction_gives_dataset_order(statistics):
+    # 11 samples over 2 processes: shards of 6 (one padded), interleaved back
+    expected = torch.arange(11.0)[:, None].expand(11, 3)
+    for result in statistics:
+        assert torch.equal(result["features"], expected)
+        assert result["labels"].tolist() == [i % 4 for i in range(11)]
+
+
+@pytest.mark.parametrize("path", ["fast", "loader"])
+def test_processes_end_every_experience_identical(training, path):
+    """Same parameters and buffers, same memory indices on both ranks."""
+    first, second = (r[path] for r in training)
+    for name, value in first["model"].items():
+        assert torch.equal(value, second["model"][name]), name
+    assert first["memory"].keys() == second["memory"].keys()
+    for cls, picks in first["memory"].items():
+        assert torch.equal(picks, second["memory"][cls]), cls
+    assert torch.equal(first["prior"], second["prior"])
+    # each process evaluates the whole test set (3 experiences x 20 images),
+    # not a shard of it as Avalanche's evaluation loader would
+    assert first["eval_images"] == second["eval_images"] == 60
+
+
+@pytest.mark.parametrize("path", ["fast", "loader"])
+def test_two_processes_match_one_with_the_same_global_batch(training, path):
+    """The same global batches (rank 0's permutation on the fast path, no
+    shuffle on the DataLoader path) and no BatchNorm: the 2-process run
+    differs from the 1-process run only by the order of float sums (the
+    gradient is the mean of two half-batch means, and CwD/BDR see the
+    gathered batch in rank order), which SGD amplifies a little over
+    3 experiences x 2 epochs. Tolerance: parameters within 1e-3, accuracies
+    within one test sample (1/20: 10 test images per class, 2 per class
+    pair). With BatchNorm or random augmentation the runs would differ as
+    two seeds do, which is why the test removes both."""
+    single = train_lucir(fast=path == "fast")
+    result = training[0][path]
+    for name, value in single["model"].items():
+        assert_close(result["model"][name], value, atol=1e-3, rtol=1e-3, msg=name)
+    for cls, picks in single["memory"].items():
+        assert torch.equal(result["memory"][cls], picks), cls
+    np.testing.assert_allclose(
+        result["accuracy"], single["accuracy"], atol=1 / 20 + 1e-9
+    )
+
+
+def test_device_loader_shards_are_disjoint_global_batches():
+    n, batch = 13, 3
+    images = torch.arange(n).float()[:, None, None, None].expand(n, 1, 2, 2)
+    order = torch.arange(n)
+    shards = [
+        [
+            b[1]
+            for b in DeviceBatchLoader(
+                images,
+                order,
+                torch.zeros(n, dtype=torch.long),
+                batch,
+                nn.Identity(),
+                "cpu",
+                shuffle=False,
+                num_replicas=WORLD,
+                rank=r,
+            )
+        ]
+        for r in range(WORLD)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 3  # 7 samples each (1 padded)
+    seen = torch.cat([torch.cat(s) for s in shards]).tolist()
+    assert sorted(seen) == sorted([*range(n), 0])  # everything, once (+ pad)
+    # step i of both processes together is batch i of one process
+    step0 = sorted(torch.cat([shards[0][0], shards[1][0]]).tolist())
+    assert step0 == list(range(2 * batch))
+
+
+def test_global_batch_must_split_over_processes(monkeypatch):
+    monkeypatch.setattr("bdr_avalanche.distributed.world_size", lambda: 3)
+    assert shard_size(12) == 4
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        shard_size(128)
+
+
+def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.run(
+        [*command, f"--nproc_per_node={WORLD}", "-m", "bdr_avalanche", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_torchrun_run_writes_one_results_folder(tmp_path):
+    """The real entry point: rank 0 alone writes the folder and logs."""
+    common = ["--epochs", "8", "--device", "cpu", "--interactive", "false"]
+    done = torchrun(["run", "--name", "ddp", "--output_dir", "out", *common], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "out" / "ddp"
+    results = json.loads((run_dir / "results.json").read_text())
+    matrix = np.array(results["accuracy_matrix"], dtype=float)
+    assert matrix.shape == (4, 4)
+    assert results["average_incremental_accuracy"] > 0.4  # chance: 0.1 to 0.25
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("Starting training on experience 0 ") == 1  # one process logs
+    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == [
+        "eval_results.csv",
+        "training_results.csv",
+    ]
+    assert not (run_dir / "checkpoint.pt").exists()  # deleted once finished
+
+
+def test_torchrun_refuses_what_it_cannot_do(tmp_path):
+    """Each process exits with status 2 and the one-line reason (torchrun
+    itself then exits with 1), before any folder is written."""
+    cases = {
+        "cannot run under torchrun": ["run", "--method", "naive"],
+        "does not split over 2 processes": ["run", "--batch_size", "127"],
+        "compare cannot run under torchrun": ["compare"],
+    }
+    for message, args in cases.items():
+        done = torchrun([*args, "--device", "cpu"], tmp_path)
+        assert done.returncode == 1, args
+        assert "bdr-avalanche: error: " in done.stderr and message in done.stderr
+        assert "exitcode  : 2" in done.stderr, args
+    assert not (tmp_path / "results").exists()
