@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ddp_workers
@@ -22,6 +24,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from bdr_avalanche import functional as fn
+from bdr_avalanche.checkpoint import load_checkpoint
 from bdr_avalanche.distributed import shard_size
 from bdr_avalanche.fast_input import DeviceBatchLoader
 
@@ -217,3 +220,59 @@ def test_torchrun_refuses_what_it_cannot_do(tmp_path):
         assert "bdr-avalanche: error: " in done.stderr and message in done.stderr
         assert "exitcode  : 2" in done.stderr, args
     assert not (tmp_path / "results").exists()
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
+    """SIGKILL to the whole torchrun job after its first checkpoint, then the
+    same command again: the same accuracy matrix as an uninterrupted
+    2-process run, to the bit (each process restores its own random state)."""
+    args = ["run", "--name", "run", "--epochs", "16", "--milestones", "12",
+            "--batch_size", "32", "--width", "8", "--mem_per_class", "5",
+            "--device", "cpu", "--interactive", "false"]  # fmt: skip
+    reference = torchrun([*args, "--output_dir", "a"], tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run_dir = tmp_path / "b" / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={WORLD}", "-m", "bdr_avalanche",
+               *args, "--output_dir", "b"]  # fmt: skip
+    job = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoint.pt").exists():
+        assert job.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    for worker in children(job.pid):  # torchrun's workers, then torchrun
+        os.kill(worker, signal.SIGKILL)
+    job.kill()
+    job.wait()
+    assert not (run_dir / "results.json").exists()
+    saved = load_checkpoint(run_dir / "checkpoint.pt")
+    assert len(saved["rank_rng"]) == WORLD
+
+    resumed = torchrun([*args, "--output_dir", "b"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after experience" in resumed.stderr
+    a = json.loads((tmp_path / "a" / "run" / "results.json").read_text())
+    b = json.loads((run_dir / "results.json").read_text())
+    assert b["accuracy_matrix"] == a["accuracy_matrix"]
