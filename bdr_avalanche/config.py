@@ -146,7 +146,9 @@ class ExperimentConfig:
     width: int = _opt(32, "small_cnn: channels of its first convolution")
     # -- optimisation (per experience)
     epochs: int = _opt(160, "training epochs per experience")
-    batch_size: int = _opt(128, "training mini-batch size")
+    batch_size: int = _opt(
+        128, "training mini-batch size (under torchrun: of all processes together)"
+    )
     first_batch_size: int | None = _opt(
         None, "mini-batch size of the first experience (default: batch_size)"
     )

@@ -64,6 +64,11 @@ class LUCIR(SupervisedTemplate):
       NaN or infinite (checked every ``finite_check_every`` iterations).
     - :meth:`state_dict` and :meth:`load_state_dict` save and restore
       everything that carries over from one experience to the next.
+    - In a process group (``torchrun``, see :mod:`bdr_avalanche.distributed`)
+      the model trains wrapped in ``DistributedDataParallel``, rebuilt
+      after the head grows; ``train_mb_size`` is the global batch, each
+      process loading its shard; evaluation covers the whole stream in
+      every process.
     - Speed switches: ``batch_augment`` (a
       :class:`~bdr_avalanche.augment.BatchAugment`) keeps each experience's
       images on the device and augments whole batches there
