@@ -141,10 +141,10 @@ def train_lucir(fast: bool) -> dict:
     counter = EvalCounter()
     strategy = LUCIR(
         backbone=no_batchnorm_cnn(),
-        train_epochs=2,
+        train_epochs=6,
         train_mb_size=GLOBAL_BATCH,
         eval_mb_size=64,
-        lr=0.05,
+        lr=0.1,
         milestones=(100,),
         mem_per_class=5,
         cwd=True,

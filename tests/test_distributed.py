@@ -122,15 +122,18 @@ def test_two_processes_match_one_with_the_same_global_batch(training, path):
     shuffle on the DataLoader path) and no BatchNorm: the 2-process run
     differs from the 1-process run only by the order of float sums (the
     gradient is the mean of two half-batch means, and CwD/BDR see the
-    gathered batch in rank order), which SGD amplifies a little over
-    3 experiences x 2 epochs. Tolerance: parameters within 1e-3, accuracies
-    within one test sample (1/20: 10 test images per class, 2 per class
-    pair). With BatchNorm or random augmentation the runs would differ as
-    two seeds do, which is why the test removes both."""
+    gathered batch in rank order), which SGD amplifies over 3 experiences x
+    6 epochs at lr 0.1. Tolerance: parameters within 1e-2 (measured: at most
+    1.5e-3 on the fast path, 3.3e-3 on the DataLoader path), accuracies
+    within one test image (1/20: 10 test images per class, 2 classes per
+    experience; measured: equal). With BatchNorm or random augmentation
+    the runs would differ as two seeds do, which is why the test removes
+    both. (Unshuffled, the DataLoader path's batches hold one class each,
+    so that run learns little; it still checks the sampler's shards.)"""
     single = train_lucir(fast=path == "fast")
     result = training[0][path]
     for name, value in single["model"].items():
-        assert_close(result["model"][name], value, atol=1e-3, rtol=1e-3, msg=name)
+        assert_close(result["model"][name], value, atol=1e-2, rtol=1e-2, msg=name)
     for cls, picks in single["memory"].items():
         assert torch.equal(result["memory"][cls], picks), cls
     np.testing.assert_allclose(
