@@ -405,7 +405,7 @@ def _restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
     another number of processes than it was saved from cannot restore the
     streams: it draws fresh ones (the results are then equivalent, not
     identical)."""
-    states = checkpoint.get("rank_rng") or [checkpoint["rng"]]
+    states = checkpoint["rank_rng"]
     if len(states) == distributed.world_size():
         set_rng_state(states[distributed.rank()])
         return
@@ -497,22 +497,20 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                 models.mkdir(exist_ok=True)
                 torch.save(strategy.model.state_dict(), models / f"exp_{t:02d}.pt")
             if checkpointed and t + 1 < len(classes):
+                # every process takes part; rank 0 saves everyone's state
                 rank_rng = distributed.gather_objects(rng_state())
-                if not main:
-                    clock[0] = time.perf_counter()
-                    return
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "config": cfg.to_dict(),
-                    "strategy": strategy.state_dict(),
-                    "evaluator": evaluator_state(evaluator),
-                    "results": results.state_dict(),
-                    "times": list(times),
-                    "wandb_id": loggers.wandb_id,
-                    "rng": rank_rng[0],
-                    "rank_rng": rank_rng,
-                }
-                save_checkpoint(run_dir / CHECKPOINT_FILE, state)
+                if main:
+                    state = {
+                        "format": CHECKPOINT_FORMAT,
+                        "config": cfg.to_dict(),
+                        "strategy": strategy.state_dict(),
+                        "evaluator": evaluator_state(evaluator),
+                        "results": results.state_dict(),
+                        "times": list(times),
+                        "wandb_id": loggers.wandb_id,
+                        "rank_rng": rank_rng,
+                    }
+                    save_checkpoint(run_dir / CHECKPOINT_FILE, state)
             clock[0] = time.perf_counter()  # saving is not training time
 
         if checkpoint is not None:  # last: nothing may draw after it
