@@ -30,7 +30,9 @@ from torch import Tensor
 
 __all__ = [
     "bdr_log_prior",
+    "class_squared_distances",
     "class_statistics",
+    "class_sums",
     "update_class_statistics",
     "class_wise_decorrelation_loss",
     "less_forget_loss",
@@ -107,6 +109,38 @@ def bdr_log_prior(
     return torch.log(mixture.pow(tau) + PRIOR_EPS)
 
 
+def class_sums(
+    features: Tensor, targets: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """Per-class sample count and feature sum of a batch.
+
+    :param features: ``(N, d)`` features.
+    :param targets: ``(N,)`` integer labels in ``[0, num_classes)``.
+    :param num_classes: ``K``.
+    :return: float32 ``counts (K,)`` and ``sums (K, d)`` (zero for an
+        absent class). Sums of several batches add up, so a dataset's
+        centres are the summed ``sums`` over the summed ``counts``.
+    """
+    features = features.float()
+    counts = features.new_zeros(num_classes).index_add_(
+        0, targets, features.new_ones(targets.shape[0])
+    )
+    sums = features.new_zeros(num_classes, features.shape[1])
+    return counts, sums.index_add_(0, targets, features)
+
+
+def class_squared_distances(
+    features: Tensor, targets: Tensor, centres: Tensor
+) -> Tensor:
+    """Per-class sum of ``||f_i - mu_{y_i}||^2`` over a batch.
+
+    :param centres: ``(K, d)`` class centres the distances are taken to.
+    :return: float32 ``(K,)``, zero for a class absent from the batch.
+    """
+    sq_dist = (features.float() - centres.float()[targets]).pow(2).sum(dim=1)
+    return sq_dist.new_zeros(centres.shape[0]).index_add_(0, targets, sq_dist)
+
+
 def class_statistics(
     features: Tensor, targets: Tensor, num_classes: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,15 +153,10 @@ def class_statistics(
         ``scatters (K,)`` with ``scatter_k = mean_i ||f_i - mu_k||^2``; all
         zero for an absent class.
     """
-    features = features.float()
-    counts = features.new_zeros(num_classes).index_add_(
-        0, targets, features.new_ones(targets.shape[0])
-    )
+    counts, sums = class_sums(features, targets, num_classes)
     denom = counts.clamp_min(1.0)
-    sums = features.new_zeros(num_classes, features.shape[1])
-    centres = sums.index_add_(0, targets, features) / denom[:, None]
-    sq_dist = (features - centres[targets]).pow(2).sum(dim=1)
-    scatters = features.new_zeros(num_classes).index_add_(0, targets, sq_dist) / denom
+    centres = sums / denom[:, None]
+    scatters = class_squared_distances(features, targets, centres) / denom
     return counts, centres, scatters
 
 
@@ -138,25 +167,44 @@ def update_class_statistics(
     batch_features: Tensor,
     batch_targets: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """Blend running class centres and scatters with one batch (BDR).
+    r"""Blend BDR's running class centres and scatters with one batch.
 
-    For every class with ``b_k >= 2`` samples in the batch, the stored value
-    is weighted by ``N_k / (N_k + b_k)`` and the batch value by
-    ``b_k / (N_k + b_k)``, ``N_k`` being the class's count in the phase.
-    Classes with fewer than two samples in the batch (no scatter can be
-    measured) keep their statistics.
+    For every class ``k`` present in the batch (``b_k`` samples, ``N_k``
+    the class's count in the phase), in this order, as the paper's code
+    does:
+
+    1. the centre moves towards the batch's class mean,
+       :math:`\mu_k \leftarrow \frac{N_k \mu_k + b_k \bar f_k}{N_k + b_k}`
+       (``b_k = 1`` included);
+    2. the batch scatter :math:`s_k` is the mean of
+       :math:`\|f_i - \mu_k\|^2` over the batch's class-``k`` samples,
+       about the *updated* running centre of step 1 (not about the batch's
+       own class mean, which would bias it low by about
+       :math:`(b_k - 1) / b_k`);
+    3. if ``b_k >= 2``:
+       :math:`v_k \leftarrow \frac{N_k v_k + b_k s_k}{N_k + b_k}`.
+
+    Each class's scatter is blended with its own weights. (The paper's code
+    blends every class's scatter with the weights of the last class of its
+    centre loop, a variable-scoping slip; per-class weights are the evident
+    intent.)
 
     :return: the new ``centres (K, d)`` and ``scatters (K,)`` (new float32
         tensors, whatever the dtype of the inputs).
     """
     num_classes = centres.shape[0]
-    b_counts, b_centres, b_scatters = class_statistics(
-        batch_features.detach(), batch_targets, num_classes
+    features = batch_features.detach()
+    b_counts, b_sums = class_sums(features, batch_targets, num_classes)
+    total = phase_counts.float() + b_counts
+    # (N mu + b mean) / (N + b); an absent class (b = 0) keeps its centre
+    new_centres = (phase_counts.float()[:, None] * centres.float() + b_sums) / (
+        total.clamp_min(1.0)[:, None]
     )
-    weight = b_counts / (phase_counts.float() + b_counts).clamp_min(1.0)
-    weight = torch.where(b_counts >= 2, weight, 0.0)
-    # lerp needs one dtype: a half-precision stored state is upcast
-    new_centres = torch.lerp(centres.float(), b_centres, weight[:, None])
+    new_centres = torch.where((b_counts > 0)[:, None], new_centres, centres.float())
+    b_scatters = class_squared_distances(
+        features, batch_targets, new_centres
+    ) / b_counts.clamp_min(1.0)
+    weight = torch.where(b_counts >= 2, b_counts / total.clamp_min(1.0), 0.0)
     new_scatters = torch.lerp(scatters.float(), b_scatters, weight)
     return new_centres, new_scatters
 

@@ -37,8 +37,13 @@ def make_benchmark(
         return x, y
 
     def dataset(x, y, transform):
+        # the transform is the train group's only; eval sees the raw tensors
         return _make_taskaware_tensor_classification_dataset(
-            x, y, targets=y.tolist(), task_labels=0, transform=transform
+            x,
+            y,
+            targets=y.tolist(),
+            task_labels=0,
+            transform_groups={"train": (transform, None), "eval": (None, None)},
         )
 
     train, test = split(train_per_class), split(test_per_class)

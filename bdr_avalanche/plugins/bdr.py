@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import SupervisedPlugin
 from avalanche.training.storage_policy import ExemplarsBuffer
 from torch import Tensor
+from torch.utils.data import DataLoader, Subset
 
-from .._utils import FeatureRecorder, check_fraction, check_positive
-from ..distributed import extract_features, gather_batch
+from .._utils import FeatureRecorder
+from ..distributed import gather_batch, rank, sum_over_ranks, world_size
 from ..functional import (
     PRIOR_EPS,
     bdr_log_prior,
-    class_statistics,
+    class_squared_distances,
+    class_sums,
     update_class_statistics,
 )
+from ..hparams import HParam, document_hparams
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -29,6 +33,7 @@ __all__ = ["BDRPlugin"]
 _STATE = ("prior", "phase_counts", "centres", "scatters")
 
 
+@document_hparams
 class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds BDR's per-class prior :math:`\pi` to the logits inside the
     training loss of every experience after the first:
@@ -42,9 +47,10 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     which raises the loss of frequent classes and lowers that of rare ones.
 
     - At the start of an experience ``t > 0``: :math:`\psi`, class centres
-      and scatters are measured over the experience's training data (plus
-      ``memory``, when the memory is not already part of it) with the model
-      in eval mode and the eval transform; :math:`\pi = \pi(m_1)`.
+      and scatters are measured over the experience's training batches
+      (plus ``memory``, when the memory is not already part of them), with
+      the training augmentation and the model in eval mode, as the paper's
+      code does; :math:`\pi = \pi(m_1)`.
     - At every step: the running centres and scatters are blended with the
       batch's detached features
       (:func:`~bdr_avalanche.functional.update_class_statistics`) and
@@ -61,10 +67,6 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     units of classes without training data (a fixed-size head) get the
     prior of an empty class, ``log(1e-12)``.
 
-    :param m1: weight of :math:`\psi` in the prior at the start of a phase.
-    :param m2: weight of :math:`\psi` in the per-step estimate.
-    :param momentum: :math:`\mu`, how slowly the prior follows the batches.
-    :param tau: exponent of the prior.
     :param feature_layer: submodule whose output is the feature vector.
     :param memory: a replay buffer that the strategy batches separately (as
         Avalanche's ``ReplayPlugin`` does); its samples are counted in the
@@ -72,20 +74,49 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         the data (:class:`~bdr_avalanche.LUCIR`, ``ConcatReplayPlugin``).
     """
 
+    HPARAMS: ClassVar[Mapping[str, HParam]] = {
+        "m1": HParam(
+            0.8,
+            "weight of the class-frequency term psi against the inverse-scatter "
+            "term omega in the prior measured at the start of an experience",
+            "fraction",
+        ),
+        "m2": HParam(
+            0.8,
+            "weight of the class-frequency term psi against the inverse-scatter "
+            "term omega in the per-step estimate of the prior",
+            "fraction",
+        ),
+        "momentum": HParam(
+            0.99,
+            "momentum with which the prior follows its per-step estimate, "
+            "mu in pi <- mu * pi + (1 - mu) * estimate",
+            "fraction",
+        ),
+        "tau": HParam(
+            1.0,
+            "exponent tau of the psi/omega mixture in the prior: "
+            "pi = log(mixture ** tau + 1e-12)",
+            "positive",
+        ),
+    }
+    """The hyper-parameters: default, help text and range."""
+
     def __init__(
         self,
-        m1: float = 0.8,
-        m2: float = 0.8,
-        momentum: float = 0.99,
-        tau: float = 1.0,
+        m1: float = HPARAMS["m1"].default,
+        m2: float = HPARAMS["m2"].default,
+        momentum: float = HPARAMS["momentum"].default,
+        tau: float = HPARAMS["tau"].default,
         feature_layer: str = "backbone",
         memory: ExemplarsBuffer | None = None,
     ) -> None:
         super().__init__()
-        self.m1 = check_fraction("m1", m1)
-        self.m2 = check_fraction("m2", m2)
-        self.momentum = check_fraction("momentum", momentum)
-        self.tau = check_positive("tau", tau)
+        hp = self.HPARAMS
+        self.m1 = hp["m1"].check("m1", m1)
+        self.m2 = hp["m2"].check("m2", m2)
+        self.momentum = hp["momentum"].check("momentum", momentum)
+        self.tau = hp["tau"].check("tau", tau)
         self.memory = memory
         self.prior: Tensor | None = None
         """``(K,)`` current prior; ``None`` (zero) in the first experience."""
@@ -100,22 +131,65 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self.prior = None
         if strategy.clock.train_exp_counter == 0:
             return
-        data = strategy.adapted_dataset
-        if self.memory is not None and len(self.memory.buffer) > 0:
-            data = concat_datasets([data, self.memory.buffer])
-        features, labels = extract_features(
-            self._features,
-            strategy.model,
-            data.eval(),
-            strategy.eval_mb_size,
-            strategy.device,
-        )
-        num_classes = int(labels.max()) + 1
-        self.phase_counts, self.centres, self.scatters = class_statistics(
-            features, labels, num_classes
-        )
+        self.phase_counts, self.centres, self.scatters = self._measure_phase(strategy)
         self.prior = bdr_log_prior(self.phase_counts, self.scatters, self.m1, self.tau)
         self._features.attach(strategy.model)
+
+    def _phase_batches(self, strategy: SupervisedTemplate) -> Iterable:
+        """The experience's training batches, with the training augmentation:
+        the strategy's own loader, or, with a separately batched ``memory``,
+        one pass over the data and the memory together (sharded over the
+        processes when distributed)."""
+        if self.memory is None or len(self.memory.buffer) == 0:
+            return strategy.dataloader
+        data = concat_datasets([strategy.adapted_dataset, self.memory.buffer]).train()
+        data = Subset(data, range(rank(), len(data), world_size()))
+        return DataLoader(data, batch_size=strategy.train_mb_size)
+
+    def _measure_phase(self, strategy: SupervisedTemplate) -> tuple[Tensor, ...]:
+        """Per-class counts, centres and scatters at the start of an
+        experience, as the paper's code measures them: over the training
+        batches (new data plus memory, augmented as for training), with the
+        model in eval mode and no gradient, in two passes (the centres in
+        the first, the scatters about them in the second, each pass with
+        its own random augmentation). Distributed, the sums of all
+        processes are added (a sampler's padding of fewer than
+        ``world_size`` samples is counted)."""
+        model, device = strategy.model, strategy.device
+        autocast = getattr(strategy, "autocast", contextlib.nullcontext)
+        batches = self._phase_batches(strategy)
+        was_training = model.training
+        model.eval()
+        self._features.attach(model)
+
+        def features_and_labels() -> Iterator[tuple[Tensor, Tensor, int]]:
+            for batch in batches:
+                with autocast():
+                    logits = model(batch[0].to(device, non_blocking=True))
+                labels = batch[1].to(device, non_blocking=True)
+                yield self._features.get().float(), labels, logits.shape[1]
+
+        try:
+            with torch.no_grad():
+                counts = sums = None
+                for features, labels, num_classes in features_and_labels():
+                    if counts is None:
+                        counts = features.new_zeros(num_classes)
+                        sums = features.new_zeros(num_classes, features.shape[1])
+                    b_counts, b_sums = class_sums(features, labels, num_classes)
+                    counts += b_counts
+                    sums += b_sums
+                if counts is None:
+                    raise ValueError("BDR: the experience has no training data")
+                counts, sums = sum_over_ranks(counts), sum_over_ranks(sums)
+                centres = sums / counts.clamp_min(1.0)[:, None]
+                squared = torch.zeros_like(counts)
+                for features, labels, _ in features_and_labels():
+                    squared += class_squared_distances(features, labels, centres)
+                scatters = sum_over_ranks(squared) / counts.clamp_min(1.0)
+        finally:
+            model.train(was_training)
+        return counts, centres, scatters
 
     def after_forward(self, strategy: SupervisedTemplate, **kwargs):
         if self.prior is None:
