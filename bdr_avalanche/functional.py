@@ -195,17 +195,19 @@ def update_class_statistics(
     num_classes = centres.shape[0]
     features = batch_features.detach()
     b_counts, b_sums = class_sums(features, batch_targets, num_classes)
-    total = phase_counts.float() + b_counts
-    # (N mu + b mean) / (N + b); an absent class (b = 0) keeps its centre
-    new_centres = (phase_counts.float()[:, None] * centres.float() + b_sums) / (
-        total.clamp_min(1.0)[:, None]
+    batch_size = b_counts.clamp_min(1.0)
+    # lerp(mu, mean, b / (N + b)) = (N mu + b mean) / (N + b); an absent
+    # class (b = 0) has weight 0 and keeps its centre
+    weight = b_counts / (phase_counts.float() + b_counts).clamp_min(1.0)
+    new_centres = torch.lerp(
+        centres.float(), b_sums / batch_size[:, None], weight[:, None]
     )
-    new_centres = torch.where((b_counts > 0)[:, None], new_centres, centres.float())
-    b_scatters = class_squared_distances(
-        features, batch_targets, new_centres
-    ) / b_counts.clamp_min(1.0)
-    weight = torch.where(b_counts >= 2, b_counts / total.clamp_min(1.0), 0.0)
-    new_scatters = torch.lerp(scatters.float(), b_scatters, weight)
+    b_scatters = (
+        class_squared_distances(features, batch_targets, new_centres) / batch_size
+    )
+    new_scatters = torch.lerp(
+        scatters.float(), b_scatters, torch.where(b_counts >= 2, weight, 0.0)
+    )
     return new_centres, new_scatters
 
 

@@ -549,9 +549,11 @@ def update_statistics_per_sample_loop(
     features: Tensor,
     targets: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """BDR's per-step update written sample by sample: batch count and sum
-    per class, then each sample's squared distance to its batch centre, then
-    the blend of every class with at least two samples."""
+    """BDR's per-step update written sample by sample, in the paper's order:
+    batch count and sum per class, the centre of every class in the batch
+    blended, each sample's squared distance to its class's *updated*
+    centre, then the scatter blend of every class with at least two
+    samples."""
     centres, scatters = centres.clone(), scatters.clone()
     labels = targets.tolist()
     counts: dict[int, int] = {}
@@ -559,16 +561,16 @@ def update_statistics_per_sample_loop(
     for f, y in zip(features, labels, strict=True):
         counts[y] = counts.get(y, 0) + 1
         sums[y] = sums[y] + f if y in sums else f.clone()
+    weights = {y: b / (float(phase_counts[y]) + b) for y, b in counts.items()}
+    for y, b in counts.items():
+        centres[y] = centres[y] + weights[y] * (sums[y] / b - centres[y])
     squares: dict[int, Tensor] = {}
     for f, y in zip(features, labels, strict=True):
-        distance = (f - sums[y] / counts[y]).pow(2).sum()
+        distance = (f - centres[y]).pow(2).sum()
         squares[y] = squares[y] + distance if y in squares else distance
     for y, b in counts.items():
-        if b < 2:
-            continue
-        weight = b / (float(phase_counts[y]) + b)
-        centres[y] = centres[y] + weight * (sums[y] / b - centres[y])
-        scatters[y] = scatters[y] + weight * (squares[y] / b - scatters[y])
+        if b >= 2:
+            scatters[y] = scatters[y] + weights[y] * (squares[y] / b - scatters[y])
     return centres, scatters
 
 

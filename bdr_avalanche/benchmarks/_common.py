@@ -110,7 +110,7 @@ def make_stream(
     with the order fixed to :func:`class_order` and class ids remapped to
     arrival order. The transforms become the datasets' ``train`` and
     ``eval`` transform groups, so ``experience.dataset.eval()`` gives the
-    eval transform even on training data (herding and BDR rely on it).
+    eval transform even on training data (herding relies on it).
     """
     n_experiences, per_exp_classes = stream_layout(num_classes, n_base, n_phases)
     return nc_benchmark(
