@@ -89,6 +89,7 @@ from ._utils import (
     check_positive,
     check_positive_int,
 )
+from .strategy import LUCIR
 
 __all__ = [
     "BASELINES",
@@ -460,20 +461,24 @@ def _check_hparams(name: str, hparams: Mapping[str, Any] | None) -> dict[str, An
     return hp
 
 
+_SHARED = LUCIR.HPARAMS
+"""The schedule and memory size are LUCIR's: same defaults and ranges."""
+
+
 def make_baseline(
     name: str,
     *,
     backbone: nn.Module,
     num_classes: int,
-    mem_per_class: int = 20,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    milestones: Sequence[int] = (80, 120),
-    lr_decay: float = 0.1,
-    train_mb_size: int = 128,
-    train_epochs: int = 160,
-    eval_mb_size: int = 256,
+    mem_per_class: int = _SHARED["mem_per_class"].default,
+    lr: float = _SHARED["lr"].default,
+    momentum: float = _SHARED["momentum"].default,
+    weight_decay: float = _SHARED["weight_decay"].default,
+    milestones: Sequence[int] = _SHARED["milestones"].default,
+    lr_decay: float = _SHARED["lr_decay"].default,
+    train_mb_size: int = _SHARED["train_mb_size"].default,
+    train_epochs: int = _SHARED["train_epochs"].default,
+    eval_mb_size: int = _SHARED["eval_mb_size"].default,
     device: str | torch.device | None = None,
     evaluator: EvaluationPlugin | None = None,
     plugins: Sequence[BasePlugin] = (),
@@ -542,16 +547,16 @@ def make_baseline(
         )
     hp = _check_hparams(name, hparams)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)
-    mem_per_class = check_positive_int("mem_per_class", mem_per_class)
-    lr = check_positive("lr", lr)
-    momentum = check_fraction("momentum", momentum)
-    weight_decay = check_non_negative("weight_decay", weight_decay)
-    milestones = [check_positive_int("milestones", int(m)) for m in milestones]
-    lr_decay = check_positive("lr_decay", lr_decay)
+    mem_per_class = _SHARED["mem_per_class"].check("mem_per_class", mem_per_class)
+    lr = _SHARED["lr"].check("lr", lr)
+    momentum = _SHARED["momentum"].check("momentum", momentum)
+    weight_decay = _SHARED["weight_decay"].check("weight_decay", weight_decay)
+    milestones = _SHARED["milestones"].check("milestones", milestones)
+    lr_decay = _SHARED["lr_decay"].check("lr_decay", lr_decay)
     common = {
-        "train_mb_size": check_positive_int("train_mb_size", train_mb_size),
-        "train_epochs": check_positive_int("train_epochs", train_epochs),
-        "eval_mb_size": check_positive_int("eval_mb_size", eval_mb_size),
+        "train_mb_size": _SHARED["train_mb_size"].check("train_mb_size", train_mb_size),
+        "train_epochs": _SHARED["train_epochs"].check("train_epochs", train_epochs),
+        "eval_mb_size": _SHARED["eval_mb_size"].check("eval_mb_size", eval_mb_size),
         "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "evaluator": evaluator if evaluator is not None else default_evaluator(),
     }

@@ -37,9 +37,12 @@ examples:
 
 def _help(f) -> str:
     default = f.default if f.default is not MISSING else f.default_factory()
-    if default is None:  # the help text says what None means
-        return f.metadata["help"]
-    return f"{f.metadata['help']} [default: {default!r}]"
+    notes = [] if default is None else [f"default: {default!r}"]  # None: see help
+    bound = f.metadata["hparam"].bound
+    if bound is not None:
+        notes.append(f"must be {bound}")
+    help = f.metadata["help"]
+    return f"{help} [{'; '.join(notes)}]" if notes else help
 
 
 def _add_config_options(

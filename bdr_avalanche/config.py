@@ -6,14 +6,16 @@ name the files it extends with ``inherit:``, relative to itself), then the
 defaults below. Keys left at ``None`` are resolved from the dataset (e.g.
 50 base classes for CIFAR-100, 4 for ``digits``) by :meth:`resolved`.
 
-Every field carries its help text, so the command line and ``--help`` are
-generated from this one definition.
+Every field carries its help text and its range, so the command line and
+``--help`` are generated from this one definition. The keys of the LUCIR
+strategy and of its plugins take their default, range and help text from
+the ``HPARAMS`` of :class:`~bdr_avalanche.LUCIR` (see
+:mod:`bdr_avalanche.hparams`), where the plugins' docstrings take theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -22,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .hparams import HParam
+from .strategy import LUCIR
 
 __all__ = [
     "BACKBONES",
@@ -78,16 +83,31 @@ class ConfigError(ValueError):
     """A configuration key has a value that is not allowed."""
 
 
-def _opt(default: Any, help: str, runtime: bool = False) -> Any:
-    """A dataclass field with its help text (lists are copied per instance).
+def _opt(
+    default: Any, help: str, runtime: bool = False, kind: str | None = None
+) -> Any:
+    """A dataclass field with its help text and its range (a kind of
+    :data:`~bdr_avalanche.hparams.KINDS`, ``None``: no range).
 
     ``runtime`` marks keys that say where or how a run executes and logs but
     not what it computes: they may change when a run is resumed.
     """
-    metadata = {"help": help, "runtime": runtime}
-    if isinstance(default, list):
-        return field(default_factory=default.copy, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return _field(HParam(default, help, kind), runtime)
+
+
+def _param(owner: type, name: str, prefix: str = "", suffix: str = "") -> Any:
+    """The field of the hyper-parameter ``owner.HPARAMS[name]``: its
+    default, its range and its help text (between ``prefix`` and
+    ``suffix``), so that ``--help`` says what the docstrings say."""
+    hp = owner.HPARAMS[name]
+    return _field(dataclasses.replace(hp, help=prefix + hp.help + suffix), False)
+
+
+def _field(hp: HParam, runtime: bool) -> Any:
+    metadata = {"help": hp.help, "runtime": runtime, "hparam": hp}
+    if isinstance(hp.default, (list, tuple)):  # a list per instance
+        return field(default_factory=lambda: list(hp.default), metadata=metadata)
+    return field(default=hp.default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -97,9 +117,16 @@ class ExperimentConfig:
     # -- what to run
     method: str = _opt("lucir_cwd_bdr", "method: " + ", ".join(METHODS))
     name: str | None = _opt(
-        None, "run name and results sub-folder (default: built from the config)"
+        None,
+        "run name and results sub-folder; compare: the comparison's folder "
+        "(default: built from the config)",
     )
-    seed: int = _opt(1993, "seed of the training RNGs (Python, NumPy, torch)")
+    seed: int = _opt(
+        1993,
+        "seed of the training RNGs (Python, NumPy, torch); under torchrun each "
+        "process adds its rank",
+        kind="non_negative_int",
+    )
     # -- data
     dataset: str = _opt(
         "digits",
@@ -117,65 +144,76 @@ class ExperimentConfig:
     )
     n_base: int | None = _opt(
         None,
-        "classes of the first experience; 0 = equal phases from the start "
-        "(default: 4 digits, 50 cifar100/imagefolder, 500 imagenet)",
+        "classes of the first experience; 0 = equal phases from the start, "
+        "not for digits (default: 4 digits, 50 cifar100/imagefolder, 500 imagenet)",
+        kind="non_negative_int",
     )
     n_phases: int | None = _opt(
-        None, "incremental experiences after the first (default: 3 digits, else 5)"
+        None,
+        "equal experiences after the first (n_base=0: experiences in all) "
+        "(default: 3 digits, else 5)",
+        kind="positive_int",
     )
     class_order_seed: int = _opt(
-        1993, "class order = numpy RandomState(seed).permutation (1993: iCaRL's)"
+        1993,
+        "class order = numpy RandomState(seed).permutation (1993: iCaRL's); "
+        "digits: also the seed of its train/test split",
+        kind="non_negative_int",
     )
     resolution: int | None = _opt(
-        None, "image side for imagenet/imagefolder (default 224; e.g. 32 or 64)"
+        None,
+        "image side for imagenet/imagefolder (default 224; e.g. 32 or 64)",
+        kind="positive_int",
     )
     in_memory: bool = _opt(
-        False, "imagefolder: decode all images once and keep them in memory"
+        False,
+        "imagefolder: decode all images once and keep them in memory, shrunk "
+        "to resolution (needs resolution < 224)",
     )
     num_workers: int | None = _opt(
         None,
-        "DataLoader worker processes (default: min(8, CPU cores) on CUDA when "
-        "the DataLoader path is used, 0 otherwise)",
+        "DataLoader worker processes (default: min(8, CPU cores per process) "
+        "on CUDA when the DataLoader path is used, 0 otherwise)",
         runtime=True,
+        kind="non_negative_int",
     )
     # -- model
     backbone: str | None = _opt(
         None,
         "backbone: " + ", ".join(BACKBONES) + " (default: by dataset and resolution)",
     )
-    width: int = _opt(32, "small_cnn: channels of its first convolution")
-    # -- optimisation (per experience)
-    epochs: int = _opt(160, "training epochs per experience")
-    batch_size: int = _opt(
-        128, "training mini-batch size (under torchrun: of all processes together)"
+    width: int = _opt(
+        32, "small_cnn: channels of its first convolution", kind="positive_int"
     )
-    first_batch_size: int | None = _opt(
-        None, "mini-batch size of the first experience (default: batch_size)"
-    )
-    lr: float = _opt(0.1, "SGD learning rate")
-    first_lr: float | None = _opt(
-        None, "learning rate of the first experience (default: lr)"
-    )
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(5e-4, "SGD weight decay")
-    milestones: list[int] = _opt(
-        [80, 120], "epochs where the lr is multiplied by lr_decay"
-    )
-    lr_decay: float = _opt(0.1, "lr factor at each milestone")
-    eval_batch_size: int = _opt(256, "evaluation mini-batch size")
+    # -- optimisation (per experience); the schedule is also the baselines'
+    epochs: int = _param(LUCIR, "train_epochs")
+    batch_size: int = _param(LUCIR, "train_mb_size")
+    first_batch_size: int | None = _param(LUCIR, "first_train_mb_size", prefix="ours: ")
+    lr: float = _param(LUCIR, "lr")
+    first_lr: float | None = _param(LUCIR, "first_lr", prefix="ours: ")
+    momentum: float = _param(LUCIR, "momentum")
+    weight_decay: float = _param(LUCIR, "weight_decay")
+    milestones: list[int] = _param(LUCIR, "milestones")
+    lr_decay: float = _param(LUCIR, "lr_decay")
+    eval_batch_size: int = _param(LUCIR, "eval_mb_size")
     # -- memory
-    mem_per_class: int = _opt(20, "herding exemplars kept per seen class")
-    # -- LUCIR, CwD, BDR
-    lambda_base: float = _opt(5.0, "LUCIR: base weight of the less-forget loss")
-    margin: float = _opt(0.5, "LUCIR: margin of the ranking loss")
-    k: int = _opt(2, "LUCIR: hardest negatives in the ranking loss")
-    mr_weight: float = _opt(1.0, "LUCIR: weight of the ranking loss")
-    cwd_coef: float = _opt(0.5, "CwD: loss coefficient (first experience only)")
-    reject_threshold: int = _opt(1, "CwD: classes with fewer samples are skipped")
-    m1: float = _opt(0.8, "BDR: prior weight of the old classes")
-    m2: float = _opt(0.8, "BDR: prior weight of the new classes")
-    bdr_momentum: float = _opt(0.99, "BDR: momentum of the class statistics")
-    tau: float = _opt(1.0, "BDR: exponent of the prior")
+    mem_per_class: int = _param(
+        LUCIR,
+        "mem_per_class",
+        suffix=" (our methods; the baselines' memories are described in "
+        "bdr_avalanche.baselines.MEMORY_MATCHING)",
+    )
+    # -- LUCIR, CwD, BDR: the plugins' texts, under the strategy's names
+    lambda_base: float = _param(LUCIR, "lambda_base")
+    margin: float = _param(LUCIR, "margin")
+    k: int = _param(LUCIR, "k")
+    mr_weight: float = _param(LUCIR, "mr_weight")
+    cwd_coef: float = _param(LUCIR, "cwd_coef")
+    reject_threshold: int = _param(LUCIR, "reject_threshold")
+    m1: float = _param(LUCIR, "m1")
+    m2: float = _param(LUCIR, "m2")
+    bdr_momentum: float = _param(LUCIR, "bdr_momentum")
+    tau: float = _param(LUCIR, "tau")
     # -- where and how
     device: str = _opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     output_dir: str = _opt(
@@ -194,10 +232,17 @@ class ExperimentConfig:
     )
     channels_last: bool = _opt(False, "ours: channels-last memory format")
     compile: bool = _opt(False, "ours: torch.compile the backbone (opt-in)")
-    save_models: bool = _opt(True, "save the model after each experience", runtime=True)
+    save_models: bool = _opt(
+        True,
+        "save the model's weights after each experience, to models/exp_XX.pt",
+        runtime=True,
+    )
     # -- logging
     interactive: bool = _opt(
-        True, "Avalanche's interactive (progress bar) logger", runtime=True
+        True,
+        "Avalanche's interactive (progress bar) logger; off: one progress bar "
+        "over the experiences",
+        runtime=True,
     )
     text_log: bool = _opt(True, "Avalanche's text logger, to log.txt", runtime=True)
     csv_log: bool = _opt(True, "Avalanche's CSV logger, to csv/", runtime=True)
@@ -212,7 +257,8 @@ class ExperimentConfig:
     wandb_tags: list[str] = _opt([], "wandb tags", runtime=True)
     wandb_mode: str = _opt(
         "auto",
-        "auto (online with an API key, else offline), online, offline, disabled",
+        "auto (WANDB_MODE when set, else online with an API key, else offline), "
+        "online, offline, disabled",
         runtime=True,
     )
 
@@ -226,45 +272,12 @@ class ExperimentConfig:
                     f"{key}={value!r} is not allowed; choose one of "
                     + ", ".join(choices)
                 )
-        positive = (
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "mem_per_class",
-            "k",
-            "reject_threshold",
-            "width",
-            "n_phases",
-            "first_batch_size",
-            "resolution",
-        )
-        for key in positive:
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"{key}={value!r} is not allowed; it must be >= 1")
-        for key in ("lr", "first_lr", "lr_decay", "tau"):
-            value = getattr(self, key)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{key}={value!r} is not allowed; it must be > 0")
-        for key in ("weight_decay", "lambda_base", "margin", "mr_weight", "cwd_coef"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{key}={value!r} is not allowed; it must be >= 0")
-        for key in ("momentum", "m1", "m2", "bdr_momentum"):
-            if not 0 <= getattr(self, key) <= 1:
+        for f in fields(self):
+            hp, value = f.metadata["hparam"], getattr(self, f.name)
+            if not hp.allows(value):
                 raise ConfigError(
-                    f"{key}={getattr(self, key)!r} is not allowed; it must be in [0, 1]"
+                    f"{f.name}={value!r} is not allowed; it must be {hp.bound}"
                 )
-        if self.n_base is not None and self.n_base < 0:
-            raise ConfigError(f"n_base={self.n_base!r} is not allowed; it must be >= 0")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"num_workers={self.num_workers!r}; it must be >= 0")
-        if any(m < 1 for m in self.milestones) or sorted(self.milestones) != list(
-            self.milestones
-        ):
-            raise ConfigError(
-                f"milestones={self.milestones!r}; they must be increasing epochs >= 1"
-            )
         if self.dataset != "digits" and self.dataset_root is None:
             raise ConfigError(
                 f"dataset_root is required for dataset={self.dataset!r} "

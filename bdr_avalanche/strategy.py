@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from avalanche.benchmarks.utils.data_loader import (
@@ -21,13 +21,8 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
-from ._utils import (
-    check_fraction,
-    check_non_negative,
-    check_positive,
-    check_positive_int,
-)
 from .fast_input import DeviceBatchLoader
+from .hparams import HParam, document_hparams, renamed
 from .models import CosineIncrementalNet
 from .plugins import (
     BDRPlugin,
@@ -40,7 +35,68 @@ from .storage import HerdingBuffer
 
 __all__ = ["LUCIR"]
 
+_PLUGIN_HPARAMS: dict[type, tuple[str, dict[str, str]]] = {
+    LUCIRPlugin: (
+        "LUCIR: ",
+        {n: n for n in ("lambda_base", "margin", "k", "mr_weight")},
+    ),
+    CwDPlugin: ("CwD: ", {"cwd_coef": "coef", "reject_threshold": "reject_threshold"}),
+    BDRPlugin: (
+        "BDR: ",
+        {"m1": "m1", "m2": "m2", "bdr_momentum": "momentum", "tau": "tau"},
+    ),
+}
+"""Per plugin: the prefix of its help texts and its hyper-parameters under
+the strategy's argument names (strategy's name -> plugin's name)."""
 
+_HPARAMS: dict[str, HParam] = {
+    "lr": HParam(
+        0.1,
+        "SGD learning rate at the start of each experience (in the first one, "
+        "first_lr replaces it when set)",
+        "positive",
+    ),
+    "momentum": HParam(0.9, "SGD momentum", "fraction"),
+    "weight_decay": HParam(5e-4, "SGD weight decay", "non_negative"),
+    "milestones": HParam(
+        (80, 120),
+        "epochs at which the learning rate is multiplied by lr_decay (the "
+        "schedule restarts with every experience)",
+        "milestones",
+    ),
+    "lr_decay": HParam(
+        0.1, "factor of the learning rate at each milestone", "positive"
+    ),
+    "first_lr": HParam(
+        None, "learning rate of the first experience (default: lr)", "positive"
+    ),
+    "first_train_mb_size": HParam(
+        None,
+        "training mini-batch size of the first experience (default: the one "
+        "of the other experiences)",
+        "positive_int",
+    ),
+    "mem_per_class": HParam(
+        20, "exemplars kept for every seen class, chosen by herding", "positive_int"
+    ),
+    "train_mb_size": HParam(
+        128,
+        "training mini-batch size (distributed: of all processes together)",
+        "positive_int",
+    ),
+    "train_epochs": HParam(160, "training epochs per experience", "positive_int"),
+    "eval_mb_size": HParam(256, "evaluation mini-batch size", "positive_int"),
+}
+for _plugin, (_prefix, _names) in _PLUGIN_HPARAMS.items():
+    _HPARAMS.update(renamed(_plugin.HPARAMS, _names, _prefix))
+
+
+def _plugin_args(plugin: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``plugin``'s hyper-parameters, by its names, from the strategy's."""
+    return {own: given[ours] for ours, own in _PLUGIN_HPARAMS[plugin][1].items()}
+
+
+@document_hparams
 class LUCIR(SupervisedTemplate):
     """Class-incremental training as in LUCIR and the BDR paper.
 
@@ -81,36 +137,43 @@ class LUCIR(SupervisedTemplate):
 
     The benchmark's class ids must be contiguous in order of arrival
     (``class_ids_from_zero_from_first_exp=True`` in Avalanche's generators).
-    Defaults are the paper's CIFAR-100 hyper-parameters.
+    Defaults are the paper's CIFAR-100 hyper-parameters; the plugins'
+    hyper-parameters are checked even when their method is off.
     """
+
+    HPARAMS: ClassVar[Mapping[str, HParam]] = _HPARAMS
+    """The hyper-parameters: default, help text and range; those of the
+    plugins under the strategy's argument names (``cwd_coef`` is
+    :class:`~bdr_avalanche.CwDPlugin`'s ``coef``, ``bdr_momentum`` is
+    :class:`~bdr_avalanche.BDRPlugin`'s ``momentum``)."""
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        milestones: Sequence[int] = (80, 120),
-        lr_decay: float = 0.1,
-        first_lr: float | None = None,
-        first_train_mb_size: int | None = None,
-        mem_per_class: int = 20,
-        lambda_base: float = 5.0,
-        margin: float = 0.5,
-        k: int = 2,
-        mr_weight: float = 1.0,
+        lr: float = HPARAMS["lr"].default,
+        momentum: float = HPARAMS["momentum"].default,
+        weight_decay: float = HPARAMS["weight_decay"].default,
+        milestones: Sequence[int] = HPARAMS["milestones"].default,
+        lr_decay: float = HPARAMS["lr_decay"].default,
+        first_lr: float | None = HPARAMS["first_lr"].default,
+        first_train_mb_size: int | None = HPARAMS["first_train_mb_size"].default,
+        mem_per_class: int = HPARAMS["mem_per_class"].default,
+        lambda_base: float = HPARAMS["lambda_base"].default,
+        margin: float = HPARAMS["margin"].default,
+        k: int = HPARAMS["k"].default,
+        mr_weight: float = HPARAMS["mr_weight"].default,
         cwd: bool = False,
-        cwd_coef: float = 0.5,
-        reject_threshold: int = 1,
+        cwd_coef: float = HPARAMS["cwd_coef"].default,
+        reject_threshold: int = HPARAMS["reject_threshold"].default,
         bdr: bool = False,
-        m1: float = 0.8,
-        m2: float = 0.8,
-        bdr_momentum: float = 0.99,
-        tau: float = 1.0,
-        train_mb_size: int = 128,
-        train_epochs: int = 160,
-        eval_mb_size: int = 256,
+        m1: float = HPARAMS["m1"].default,
+        m2: float = HPARAMS["m2"].default,
+        bdr_momentum: float = HPARAMS["bdr_momentum"].default,
+        tau: float = HPARAMS["tau"].default,
+        train_mb_size: int = HPARAMS["train_mb_size"].default,
+        train_epochs: int = HPARAMS["train_epochs"].default,
+        eval_mb_size: int = HPARAMS["eval_mb_size"].default,
         device: str | torch.device | None = None,
         plugins: Sequence[BasePlugin] | None = None,
         evaluator: EvaluationPlugin | None = None,
@@ -121,36 +184,53 @@ class LUCIR(SupervisedTemplate):
         channels_last: bool = False,
         compile_backbone: bool = False,
     ) -> None:
-        self.lr = check_positive("lr", lr)
-        self.first_lr = (
-            self.lr if first_lr is None else check_positive("first_lr", first_lr)
+        hp = self.HPARAMS
+        self.lr = hp["lr"].check("lr", lr)
+        first_lr = hp["first_lr"].check("first_lr", first_lr)
+        self.first_lr = self.lr if first_lr is None else first_lr
+        self.sgd_momentum = hp["momentum"].check("momentum", momentum)
+        self.weight_decay = hp["weight_decay"].check("weight_decay", weight_decay)
+        self.milestones = hp["milestones"].check("milestones", milestones)
+        self.lr_decay = hp["lr_decay"].check("lr_decay", lr_decay)
+        self.base_train_mb_size = hp["train_mb_size"].check(
+            "train_mb_size", train_mb_size
         )
-        self.sgd_momentum = check_fraction("momentum", momentum)
-        self.weight_decay = check_non_negative("weight_decay", weight_decay)
-        self.milestones = [check_positive_int("milestones", int(m)) for m in milestones]
-        self.lr_decay = check_positive("lr_decay", lr_decay)
-        self.base_train_mb_size = check_positive_int("train_mb_size", train_mb_size)
+        first_train_mb_size = hp["first_train_mb_size"].check(
+            "first_train_mb_size", first_train_mb_size
+        )
         self.first_train_mb_size = (
             self.base_train_mb_size
             if first_train_mb_size is None
-            else check_positive_int("first_train_mb_size", first_train_mb_size)
+            else first_train_mb_size
         )
+        train_epochs = hp["train_epochs"].check("train_epochs", train_epochs)
+        eval_mb_size = hp["eval_mb_size"].check("eval_mb_size", eval_mb_size)
+        mem_per_class = hp["mem_per_class"].check("mem_per_class", mem_per_class)
         if not hasattr(backbone, "last_relu"):
             raise ValueError(
                 "LUCIR removes the backbone's last ReLU: the backbone must have a "
                 "`last_relu` attribute (see bdr_avalanche.models)"
             )
-        # Checked here, not only by the plugins, so that a bad value is
-        # reported even when its method is switched off.
-        check_non_negative("cwd_coef", cwd_coef)
-        check_positive_int("reject_threshold", reject_threshold)
-        for name, value in (("m1", m1), ("m2", m2), ("bdr_momentum", bdr_momentum)):
-            check_fraction(name, value)
-        check_positive("tau", tau)
+        # Checked here under the strategy's names, not only by the plugins,
+        # so that a bad value is reported even when its method is off.
+        given = {
+            "lambda_base": lambda_base,
+            "margin": margin,
+            "k": k,
+            "mr_weight": mr_weight,
+            "cwd_coef": cwd_coef,
+            "reject_threshold": reject_threshold,
+            "m1": m1,
+            "m2": m2,
+            "bdr_momentum": bdr_momentum,
+            "tau": tau,
+        }
+        for name, value in given.items():
+            hp[name].check(name, value)
         self.storage_policy = HerdingBuffer(mem_per_class)
-        self.lucir = LUCIRPlugin(lambda_base, margin, k, mr_weight)
-        self.cwd = CwDPlugin(cwd_coef, reject_threshold) if cwd else None
-        self.bdr = BDRPlugin(m1, m2, bdr_momentum, tau) if bdr else None
+        self.lucir = LUCIRPlugin(**_plugin_args(LUCIRPlugin, given))
+        self.cwd = CwDPlugin(**_plugin_args(CwDPlugin, given)) if cwd else None
+        self.bdr = BDRPlugin(**_plugin_args(BDRPlugin, given)) if bdr else None
 
         backbone.last_relu = False
         model = CosineIncrementalNet(backbone)
@@ -180,8 +260,8 @@ class LUCIR(SupervisedTemplate):
             optimizer=SGD(model.parameters(), lr=self.lr),
             criterion=nn.CrossEntropyLoss(),
             train_mb_size=self.base_train_mb_size,
-            train_epochs=check_positive_int("train_epochs", train_epochs),
-            eval_mb_size=check_positive_int("eval_mb_size", eval_mb_size),
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
             device=device,
             plugins=own + list(plugins or []),
             evaluator=evaluator if evaluator is not None else default_evaluator(),

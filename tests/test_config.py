@@ -48,7 +48,10 @@ def test_inherit_cycle_is_reported(tmp_path):
         ("epochs: 0\n", r"epochs=0 is not allowed; it must be >= 1"),
         ("m1: 1.5\n", r"m1=1.5 is not allowed; it must be in \[0, 1\]"),
         ("method: ewc\n", r"method='ewc' is not allowed; choose one of lucir, "),
-        ("milestones: [120, 80]\n", r"milestones=\[120, 80\]; they must be increasing"),
+        (
+            "milestones: [120, 80]\n",
+            r"milestones=\[120, 80\] is not allowed; it must be a list of increasing",
+        ),
         ("dataset: cifar100\n", r"dataset_root is required for dataset='cifar100'"),
         ("lr: -1\n", r"lr=-1 is not allowed; it must be > 0"),
         ("- 1\n- 2\n", r"must hold a mapping"),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
-from .._utils import FeatureRecorder, check_non_negative, check_positive_int
+from .._utils import FeatureRecorder
 from ..distributed import gather_batch
 from ..functional import class_wise_decorrelation_loss
+from ..hparams import HParam, document_hparams
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["CwDPlugin"]
 
 
+@document_hparams
 class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds :math:`\eta\,L_{cwd}` to the loss of the *first* training
     experience only: :math:`L_{cwd}` decorrelates the dimensions of the
@@ -29,21 +32,35 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     batch (the features of all processes are gathered), so the loss equals
     the single-process loss on the whole batch.
 
-    :param coef: the weight :math:`\eta` (0.5 in the paper).
-    :param reject_threshold: classes with at most this many samples in a
-        batch are skipped.
     :param feature_layer: submodule whose output is the feature vector.
     """
 
+    HPARAMS: ClassVar[Mapping[str, HParam]] = {
+        "coef": HParam(
+            0.5,
+            "weight eta of the CwD term, which is added in the first experience only",
+            "non_negative",
+        ),
+        "reject_threshold": HParam(
+            1,
+            "classes with at most this many samples in a batch are skipped",
+            "positive_int",
+        ),
+    }
+    """The hyper-parameters: default, help text and range."""
+
     def __init__(
         self,
-        coef: float = 0.5,
-        reject_threshold: int = 1,
+        coef: float = HPARAMS["coef"].default,
+        reject_threshold: int = HPARAMS["reject_threshold"].default,
         feature_layer: str = "backbone",
     ) -> None:
         super().__init__()
-        self.coef = check_non_negative("coef", coef)
-        self.reject_threshold = check_positive_int("reject_threshold", reject_threshold)
+        hp = self.HPARAMS
+        self.coef = hp["coef"].check("coef", coef)
+        self.reject_threshold = hp["reject_threshold"].check(
+            "reject_threshold", reject_threshold
+        )
         self.last_loss: Tensor | None = None
         """The last step's weighted CwD term."""
         self._features = FeatureRecorder(feature_layer)

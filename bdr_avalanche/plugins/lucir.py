@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor, nn
 
-from .._utils import (
-    FeatureRecorder,
-    check_non_negative,
-    check_positive_int,
-    frozen_copy,
-    get_submodule,
-)
+from .._utils import FeatureRecorder, frozen_copy, get_submodule
 from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
+from ..hparams import HParam, document_hparams
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -26,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["LUCIRPlugin"]
 
 
+@document_hparams
 class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     r"""Adds LUCIR's two distillation terms to the loss of every experience
     after the first:
@@ -47,30 +44,49 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     frozen old rows, no last ReLU, replay) is the model's and the
     strategy's job: see :class:`~bdr_avalanche.LUCIR`.
 
-    :param lambda_base: base weight of the less-forget term (5 for CIFAR,
-        10 for ImageNet in the paper).
-    :param margin: margin of the ranking loss.
-    :param k: number of hard new classes per old-class sample; must not
-        exceed the number of new classes of an experience.
-    :param mr_weight: weight of the margin ranking loss.
     :param feature_layer: submodule whose output is the feature vector.
     :param head_layer: submodule that is the cosine classifier.
     """
 
+    HPARAMS: ClassVar[Mapping[str, HParam]] = {
+        "lambda_base": HParam(
+            5.0,
+            "base weight of the less-forget term: experience t > 0 weighs it "
+            "lambda = lambda_base * sqrt(K_old / K_new) (the paper: 5 on "
+            "CIFAR-100, 10 on ImageNet)",
+            "non_negative",
+        ),
+        "margin": HParam(
+            0.5,
+            "margin of the ranking loss between an old-class sample's "
+            "ground-truth cosine score and its k highest new-class scores",
+            "non_negative",
+        ),
+        "k": HParam(
+            2,
+            "number of highest-scoring new classes each old-class sample is "
+            "ranked against; at most the new classes of an experience",
+            "positive_int",
+        ),
+        "mr_weight": HParam(1.0, "weight of the margin ranking loss", "non_negative"),
+    }
+    """The hyper-parameters: default, help text and range."""
+
     def __init__(
         self,
-        lambda_base: float = 5.0,
-        margin: float = 0.5,
-        k: int = 2,
-        mr_weight: float = 1.0,
+        lambda_base: float = HPARAMS["lambda_base"].default,
+        margin: float = HPARAMS["margin"].default,
+        k: int = HPARAMS["k"].default,
+        mr_weight: float = HPARAMS["mr_weight"].default,
         feature_layer: str = "backbone",
         head_layer: str = "head",
     ) -> None:
         super().__init__()
-        self.lambda_base = check_non_negative("lambda_base", lambda_base)
-        self.margin = check_non_negative("margin", margin)
-        self.k = check_positive_int("k", k)
-        self.mr_weight = check_non_negative("mr_weight", mr_weight)
+        hp = self.HPARAMS
+        self.lambda_base = hp["lambda_base"].check("lambda_base", lambda_base)
+        self.margin = hp["margin"].check("margin", margin)
+        self.k = hp["k"].check("k", k)
+        self.mr_weight = hp["mr_weight"].check("mr_weight", mr_weight)
         self.head_layer = head_layer
         self.old_model: nn.Module | None = None
         self.num_old_classes = 0
