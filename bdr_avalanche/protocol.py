@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from avalanche.evaluation import PluginMetric
 from avalanche.evaluation.metrics import (
     accuracy_metrics,
     forgetting_metrics,
@@ -39,13 +40,19 @@ _EXP_ACC = "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp{:03d}"
 _STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
 
-def make_evaluator(loggers: Sequence[BaseLogger] = ()) -> EvaluationPlugin:
+def make_evaluator(
+    loggers: Sequence[BaseLogger] = (),
+    extra_metrics: Sequence[PluginMetric] = (),
+) -> EvaluationPlugin:
     """Avalanche metrics the protocol reads: per-experience and stream
-    accuracy and forgetting, plus the training accuracy and loss per epoch."""
+    accuracy and forgetting, plus the training accuracy and loss per epoch;
+    ``extra_metrics`` (e.g. :class:`bdr_avalanche.metrics.DiagnosticMetrics`'
+    ``metrics``) come after them."""
     return EvaluationPlugin(
         accuracy_metrics(epoch=True, experience=True, stream=True),
         forgetting_metrics(experience=True, stream=True),
         loss_metrics(epoch=True),
+        *extra_metrics,
         loggers=list(loggers),
     )
 

@@ -8,6 +8,14 @@ new class, time) and ``accuracy_matrix.png``. A comparison gets
 versus number of classes, one line per method) and
 ``accuracy_matrices.png`` (one heatmap per method). Accuracies are stored
 as fractions in JSON and printed as percentages in tables.
+
+The figures of :mod:`bdr_avalanche.metrics`' diagnostics
+(:func:`write_diagnostics`): ``memory_gradient_share.png`` (the memory
+samples' share of the classification loss's logit-gradient per epoch; in a
+comparison, one line per method), ``bdr_prior_trace.png`` and
+``prior_trace.npz`` (BDR's prior per class over the training steps, runs
+with BDR) and ``last_layer.png`` (per-class classifier weight norms and
+mean test logits after each experience).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -28,13 +36,21 @@ import numpy as np  # noqa: E402
 
 from .protocol import IncrementalResults  # noqa: E402
 
+if TYPE_CHECKING:
+    from .metrics import PriorTraceRecord
+
 __all__ = [
     "SUMMARY_COLUMNS",
     "plot_accuracy_curves",
     "plot_accuracy_matrices",
+    "plot_last_layer",
+    "plot_memory_gradient_share",
+    "plot_prior_trace",
     "read_run",
     "run_summary",
+    "save_prior_trace",
     "write_comparison",
+    "write_diagnostics",
     "write_json",
     "write_run",
 ]
@@ -253,10 +269,220 @@ def write_comparison(
     plot_accuracy_curves(runs, curves, title)
     matrices = out_dir / "accuracy_matrices.png"
     plot_accuracy_matrices(runs, matrices)
-    return [table_md, table_csv, curves, matrices]
+    files = [table_md, table_csv, curves, matrices]
+    with_share = {m: r for m, r in runs.items() if r.get("memory_gradient_share")}
+    if with_share:
+        share = out_dir / "memory_gradient_share.png"
+        plot_memory_gradient_share(with_share, share, title)
+        files.append(share)
+    return files
 
 
 def _fmt_table(value: Any, percent: bool) -> str:
     if value is None:
         return "–"
     return f"{100 * value:.2f}" if percent else f"{value:.0f}"
+
+
+def write_diagnostics(
+    run_dir: Path,
+    summary: Mapping[str, Any],
+    prior_traces: Sequence[PriorTraceRecord] = (),
+    title: str = "",
+) -> list[Path]:
+    """Write the figures of a run's diagnostics (see
+    :class:`bdr_avalanche.metrics.DiagnosticMetrics`): the memory gradient
+    share, the last-layer analysis and, when ``prior_traces`` is not empty,
+    BDR's prior trace (figure and ``prior_trace.npz``); return the files
+    written."""
+    files = []
+    if summary.get("memory_gradient_share"):
+        path = run_dir / "memory_gradient_share.png"
+        plot_memory_gradient_share({title or "run": summary}, path, title)
+        files.append(path)
+    if summary.get("last_layer"):
+        path = run_dir / "last_layer.png"
+        plot_last_layer(summary["last_layer"], path, title)
+        files.append(path)
+    if prior_traces:
+        path = run_dir / "bdr_prior_trace.png"
+        plot_prior_trace(prior_traces, path, title)
+        data = run_dir / "prior_trace.npz"
+        save_prior_trace(prior_traces, data)
+        files += [path, data]
+    return files
+
+
+def _share_curve(
+    summary: Mapping[str, Any],
+) -> tuple[list[float], list[float], list[int]]:
+    """Gradient and sample shares per epoch of experiences 1.., concatenated,
+    and the epoch (x) where each of these experiences starts."""
+    grads: list[float] = []
+    samples: list[float] = []
+    starts: list[int] = []
+    sample_history = summary.get("memory_sample_share") or []
+    for t, epochs in enumerate(summary["memory_gradient_share"]):
+        if t == 0:
+            continue
+        starts.append(len(grads))
+        grads += epochs
+        sample = sample_history[t] if t < len(sample_history) else []
+        samples += sample if len(sample) == len(epochs) else [math.nan] * len(epochs)
+    return grads, samples, starts
+
+
+def plot_memory_gradient_share(
+    runs: Mapping[str, Mapping[str, Any]], path: Path, title: str = ""
+) -> None:
+    """The memory samples' share of the logit-gradient mass per training
+    epoch (solid) and their share of the training samples (dashed), over
+    the epochs of experiences 1, 2, ... (the first has no memory), one
+    colour per run; dotted lines mark where each experience starts."""
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
+    starts: list[int] = []
+    for i, (label, summary) in enumerate(runs.items()):
+        grads, samples, starts = _share_curve(summary)
+        x = np.arange(1, len(grads) + 1)
+        colour = f"C{i}"
+        ax.plot(x, 100 * np.asarray(grads, float), color=colour, label=label)
+        ax.plot(
+            x,
+            100 * np.asarray(samples, float),
+            color=colour,
+            ls="--",
+            lw=0.9,
+            alpha=0.7,
+        )
+    for t, start in enumerate(starts, start=1):
+        ax.axvline(start + 0.5, color="grey", ls=":", lw=0.8)
+        ax.text(
+            start + 0.7,
+            1.0,
+            f"exp {t}",
+            transform=ax.get_xaxis_transform(),
+            fontsize=7,
+            va="top",
+            color="grey",
+        )
+    ax.plot([], [], color="black", label="gradient share")
+    ax.plot([], [], color="black", ls="--", lw=0.9, label="share of samples")
+    ax.set_xlabel("training epoch (experiences 1, 2, ...)")
+    ax.set_ylabel("memory samples' share (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or "memory samples' share of the logit gradient", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_prior_trace(
+    records: Sequence[PriorTraceRecord], path: Path, title: str = ""
+) -> None:
+    """BDR's prior of each class over the training steps, one panel per
+    experience with a trace: old classes in blues, new ones in oranges
+    (thin: each class; thick: their mean)."""
+    n = len(records)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False
+    )
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, record in zip(axes.flat, records, strict=False):
+        steps = record.steps.numpy()
+        prior = record.prior.numpy()
+        groups = (
+            (record.old_classes, plt.get_cmap("Blues"), "old classes"),
+            (record.new_classes, plt.get_cmap("Oranges"), "new classes"),
+        )
+        for classes, cmap, label in groups:
+            classes = [c for c in classes if c < prior.shape[1]]
+            for j, c in enumerate(classes):
+                shade = 0.35 + 0.5 * j / max(1, len(classes) - 1)
+                ax.plot(steps, prior[:, c], color=cmap(shade), lw=0.6, alpha=0.6)
+            if classes:
+                ax.plot(
+                    steps,
+                    prior[:, classes].mean(1),
+                    color=cmap(0.95),
+                    lw=2,
+                    label=f"{label} ({len(classes)}), mean",
+                )
+        ax.set_title(f"experience {record.experience}", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("prior π")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(f"BDR prior: {title}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_prior_trace(records: Sequence[PriorTraceRecord], path: Path) -> None:
+    """The prior traces as NumPy arrays: ``exp{t}_steps`` (S,),
+    ``exp{t}_prior`` (S, K), ``exp{t}_old_classes``, ``exp{t}_new_classes``."""
+    arrays = {}
+    for r in records:
+        arrays[f"exp{r.experience}_steps"] = r.steps.numpy()
+        arrays[f"exp{r.experience}_prior"] = r.prior.numpy()
+        arrays[f"exp{r.experience}_old_classes"] = np.asarray(r.old_classes, int)
+        arrays[f"exp{r.experience}_new_classes"] = np.asarray(r.new_classes, int)
+    with open(path, "wb") as file:
+        np.savez_compressed(file, **arrays)
+
+
+def plot_last_layer(
+    records: Sequence[Mapping[str, Any]], path: Path, title: str = ""
+) -> None:
+    """Per-class classifier weight norm and mean test logit after each
+    experience (one line per experience, classes in order of arrival);
+    dashed lines mark where each experience's new classes start."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    last = len(records) - 1
+    cmap = plt.get_cmap("viridis")
+    classes = max((r["classes"] for r in records), key=len)
+    starts = sorted({len(r["classes"]) for r in records})[:-1]
+    panels = (
+        ("weight_norm", "classifier weight norm"),
+        ("mean_logit", "mean logit over the seen test images"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for r in records:
+            values = np.array([np.nan if v is None else v for v in r[key]], float)
+            ax.plot(
+                np.arange(len(values)),
+                values,
+                color=cmap(r["experience"] / max(1, last) if last else 0.0),
+                marker="o" if len(classes) <= 50 else None,
+                markersize=3,
+                lw=1,
+                label=f"after exp {r['experience']}",
+            )
+        for t, start in enumerate(starts, start=1):
+            ax.axvline(start - 0.5, color="grey", ls="--", lw=0.8)
+            ax.text(
+                start - 0.4,
+                1.0,
+                f"exp {t}",
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                va="top",
+                color="grey",
+            )
+        if len(classes) <= 30:
+            ax.set_xticks(range(len(classes)))
+            ax.set_xticklabels([str(c) for c in classes], fontsize=7)
+        ax.set_xlabel("class (in order of arrival)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"last layer{': ' + title if title else ''}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -7,6 +7,11 @@ protocol of :mod:`bdr_avalanche.protocol`, and writes one results folder:
 - ``config.yaml``: the resolved configuration;
 - ``results.json``, ``accuracy_matrix.csv``, ``phases.csv``,
   ``accuracy_matrix.png`` (see :mod:`bdr_avalanche.report`);
+- the diagnostics of :class:`~bdr_avalanche.metrics.DiagnosticMetrics`:
+  the memory samples' share of the logit gradient per epoch (logged, in
+  ``results.json`` and ``memory_gradient_share.png``), the last-layer
+  analysis (``results.json``, ``last_layer.png``) and, with BDR, the
+  prior trace (``bdr_prior_trace.png``, ``prior_trace.npz``);
 - ``models/exp_XX.pt``: the model's ``state_dict`` after each experience;
 - the loggers' output (``log.txt``, ``csv/``, ``tensorboard/``, ``wandb/``).
 
@@ -57,9 +62,17 @@ from .checkpoint import (
 )
 from .config import METHODS, OUR_METHODS, ConfigError, ExperimentConfig
 from .loggers import RunLoggers
+from .metrics import DiagnosticMetrics
 from .models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
 from .protocol import IncrementalResults, make_evaluator, train_and_evaluate
-from .report import read_run, run_summary, write_comparison, write_json, write_run
+from .report import (
+    read_run,
+    run_summary,
+    write_comparison,
+    write_diagnostics,
+    write_json,
+    write_run,
+)
 from .strategy import LUCIR
 
 __all__ = [
@@ -418,6 +431,30 @@ def _restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
     RNGManager.set_random_seeds(fallback_seed + distributed.rank())
 
 
+def _restore_diagnostics(
+    diagnostics: DiagnosticMetrics,
+    evaluator,
+    checkpoint: dict[str, Any],
+    done_experiences: Sequence,
+) -> None:
+    """Restore the evaluator's metrics and the diagnostics from a
+    checkpoint. A checkpoint written before the diagnostics existed has
+    no state for them (they come last in the evaluator): they start with
+    the classes of the finished experiences and no history."""
+    saved = list(checkpoint["evaluator"])
+    if "diagnostics" in checkpoint:
+        diagnostics.load_state_dict(checkpoint["diagnostics"])
+    else:
+        saved += [None] * len(diagnostics.metrics)
+        diagnostics.set_seen_experiences(
+            [
+                (exp.current_experience, exp.classes_in_this_experience)
+                for exp in done_experiences
+            ]
+        )
+    load_evaluator_state(evaluator, saved)
+
+
 def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool) -> None:
     if run_dir.exists() and not resume:
         log.info("starting %s afresh", run_dir)
@@ -466,7 +503,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         wandb_id=checkpoint.get("wandb_id") if checkpoint else None,
     )
     try:
-        evaluator = make_evaluator(loggers.loggers)
+        diagnostics = DiagnosticMetrics()
+        evaluator = make_evaluator(loggers.loggers, diagnostics.metrics)
         strategy = build_strategy(cfg, backbone, classes_seen[-1], device, evaluator)
         checkpointed = isinstance(strategy, LUCIR)
         fast = checkpointed and strategy.batch_augment is not None
@@ -474,7 +512,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         results, times = None, []
         if checkpoint is not None:
             strategy.load_state_dict(checkpoint["strategy"], benchmark.train_stream)
-            load_evaluator_state(evaluator, checkpoint["evaluator"])
+            _restore_diagnostics(
+                diagnostics, evaluator, checkpoint, benchmark.train_stream[:done]
+            )
             results = IncrementalResults.from_state_dict(checkpoint["results"])
             times = list(checkpoint["times"])
             log.info("%s: resuming after experience %d", cfg.name, done - 1)
@@ -505,6 +545,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                         "config": cfg.to_dict(),
                         "strategy": strategy.state_dict(),
                         "evaluator": evaluator_state(evaluator),
+                        "diagnostics": diagnostics.state_dict(),
                         "results": results.state_dict(),
                         "times": list(times),
                         "wandb_id": loggers.wandb_id,
@@ -538,10 +579,15 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             "device": str(device),
             "versions": _versions(),
             **run_summary(results, classes_seen, times),
+            **diagnostics.summary(),
         }
         if not main:
             return summary
-        files = write_run(run_dir, summary, f"{cfg.method} ({cfg.dataset})")
+        title = f"{cfg.method} ({cfg.dataset})"
+        files = write_run(run_dir, summary, title)
+        files += write_diagnostics(
+            run_dir, summary, diagnostics.prior_trace.records, title
+        )
         write_json(run_dir / "results.json", summary)
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished
         loggers.log_results(
