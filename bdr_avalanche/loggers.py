@@ -2,10 +2,12 @@
 
 ``WandBLogger`` calls ``wandb.init`` as soon as it is built. Without an API
 key that would prompt for one, and without a network an online run waits
-for its init timeout; both are fatal on a cluster node. ``wandb_mode="auto"``
-therefore runs online only when an API key is configured and otherwise in
-wandb's offline mode (the run directory can be uploaded later with
-``wandb sync``); an online start that fails falls back to offline.
+for its init timeout; both are fatal on a cluster node. This module's
+:class:`WandBLogger` (used by the CLI, and usable on its own) therefore
+resolves ``mode="auto"`` to online only when an API key is configured and
+otherwise to wandb's offline mode (the run directory can be uploaded later
+with ``wandb sync``), bounds wandb's init and login waits, and falls back to
+offline when an online start fails.
 """
 
 from __future__ import annotations
@@ -64,15 +66,102 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 class WandBLogger(_AvalancheWandBLogger):
-    """Avalanche's ``WandBLogger``, working with current wandb releases.
+    """Avalanche's ``WandBLogger``, working with current wandb releases and
+    never waiting for a server or a key.
 
     Avalanche 0.6 calls ``wandb.util.generate_id`` and ``wandb.viz``, which
-    wandb has removed: build it with an ``id`` in ``params`` (see
-    :class:`RunLoggers`) and log metric values with this method.
+    wandb has removed; this class makes the run id itself and logs metric
+    values without them. ``wandb.init`` runs in the resolved ``mode``
+    (:func:`resolve_wandb_mode`: ``auto`` is online only with an API key,
+    offline otherwise), with its init and login timeouts bounded by
+    :data:`WANDB_INIT_TIMEOUT_S` unless ``settings`` or the environment
+    (``WANDB_INIT_TIMEOUT``, ``WANDB_LOGIN_TIMEOUT``) set them, and an online
+    start that fails is retried offline. Offline, ``resume`` is dropped: the
+    same ``id`` makes ``wandb sync`` append to the run.
+
+    The arguments are Avalanche's; ``params`` go to ``wandb.init`` (``id``,
+    ``entity``, ``tags``, ``settings``, ...).
+
+    :param mode: ``auto`` (default), ``online``, ``offline`` or
+        ``disabled``; a ``mode`` in ``params`` wins.
     """
+
+    def __init__(
+        self,
+        project_name: str = "Avalanche",
+        run_name: str = "Test",
+        log_artifacts: bool = False,
+        path: str | Path = "Checkpoints",
+        uri: str | None = None,
+        sync_tfboard: bool = False,
+        save_code: bool = True,
+        config: object | None = None,
+        dir: str | Path | None = None,
+        params: dict | None = None,
+        mode: str = "auto",
+    ) -> None:
+        super().__init__(
+            project_name=project_name,
+            run_name=run_name,
+            log_artifacts=log_artifacts,
+            path=path,
+            uri=uri,
+            sync_tfboard=sync_tfboard,
+            save_code=save_code,
+            config=config,
+            dir=dir,
+            params={"mode": mode, **(params or {})},
+        )
+
+    def before_run(self) -> None:
+        """Start the wandb run (Avalanche calls this from ``__init__`` and
+        when an unpickled logger resumes)."""
+        if self.wandb is None:
+            self.import_wandb()
+        kwargs = dict(self.init_kwargs or {})
+        # the id is kept, so a logger restored from a pickle resumes the run
+        kwargs["id"] = (
+            kwargs.get("id") or os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+        )
+        kwargs["settings"] = _bounded_settings(self.wandb, kwargs.get("settings"))
+        self.init_kwargs = kwargs
+        mode = resolve_wandb_mode(kwargs.get("mode") or "auto")
+        if mode == "online":
+            try:
+                self._init(kwargs, "online")
+                return
+            except Exception as err:  # wandb raises several types on network failure
+                log.warning("wandb could not start online (%s); logging offline", err)
+                # wandb's service keeps the failed run's id: stop it, so
+                # the offline run can take the same id
+                self.wandb.teardown()
+            mode = "offline"
+        self._init(kwargs, mode)
+        if mode == "offline":
+            log.info(
+                "wandb is offline; upload later with: wandb sync %s", _run_dir(self)
+            )
+
+    def _init(self, kwargs: dict[str, Any], mode: str) -> None:
+        # wandb.init writes into the settings it gets: a copy for each try
+        kwargs = {**kwargs, "mode": mode, "settings": kwargs["settings"].model_copy()}
+        if mode != "online":
+            kwargs["resume"] = None  # offline wandb ignores it, with a warning
+        run = self.wandb.init(**kwargs)
+        if run is not None and hasattr(run, "_label"):
+            run._label(repo="Avalanche")
+
+    def close(self) -> None:
+        """Finish the wandb run (flushing it to disk, or uploading it)."""
+        if self.wandb is not None:
+            self.wandb.finish()
 
     def log_single_metric(self, name, value, x_plot) -> None:
         self.step = x_plot
+        if name.startswith("WeightCheckpoint"):
+            if self.log_artifacts:
+                self._log_checkpoint(name, value, x_plot)
+            return
         if isinstance(value, AlternativeValues):
             value = value.best_supported_value(
                 Image, Tensor, TensorImage, Figure, float, int
@@ -86,8 +175,25 @@ class WandBLogger(_AvalancheWandBLogger):
             histogram = np.histogram(value.view(-1).numpy())
             value = wandb.Histogram(np_histogram=histogram)
         elif not isinstance(value, (float, int, Figure)):
-            return  # checkpoints and other unsupported values
+            return  # unsupported values
         wandb.log({name: value}, step=self.step)
+
+
+def _bounded_settings(wandb: Any, settings: Any) -> Any:
+    """A copy of ``settings`` (a ``wandb.Settings``, a dict or ``None``) whose
+    init and login timeouts are :data:`WANDB_INIT_TIMEOUT_S` unless it or
+    the environment sets them."""
+    if settings is None:
+        settings = wandb.Settings()
+    elif isinstance(settings, dict):
+        settings = wandb.Settings(**settings)
+    else:
+        settings = settings.model_copy()
+    for name in ("init_timeout", "login_timeout"):
+        explicit = name in settings.model_fields_set
+        if not explicit and f"WANDB_{name.upper()}" not in os.environ:
+            setattr(settings, name, WANDB_INIT_TIMEOUT_S)
+    return settings
 
 
 class RunLoggers:
@@ -167,7 +273,7 @@ class RunLoggers:
             if isinstance(logger, TensorboardLogger):
                 logger.writer.close()
         if self.wandb is not None:
-            self.wandb.wandb.finish()
+            self.wandb.close()
             self.wandb = None
 
 
@@ -201,48 +307,30 @@ def _read_csv(path: Path) -> list[list[str]]:
 def _make_wandb_logger(
     cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None
 ) -> WandBLogger | None:
-    import wandb
-
+    """The config's wandb logger (``None`` when disabled); the mode and the
+    offline fallback are :class:`WandBLogger`'s."""
     mode = resolve_wandb_mode(cfg.wandb_mode)
     if mode == "disabled":
         log.info("wandb is disabled (wandb_mode=disabled)")
         return None
-
-    def build(mode: str) -> WandBLogger:
-        params: dict[str, Any] = {
-            # Avalanche 0.6 makes an id with wandb.util.generate_id, which
-            # recent wandb releases no longer have; giving one skips that.
-            "id": run_id or secrets.token_hex(4),
-            # offline, the same id makes `wandb sync` append to the run
-            "resume": "allow" if run_id and mode == "online" else None,
-            "mode": mode,
+    return WandBLogger(
+        project_name=cfg.wandb_project,
+        run_name=cfg.name or "run",
+        save_code=False,
+        config=cfg.to_dict(),
+        dir=str(run_dir),
+        path=str(run_dir / "wandb_checkpoints"),
+        mode=mode,
+        params={
+            "id": run_id,  # None: a new run
+            "resume": "allow" if run_id else None,  # dropped when offline
             "entity": cfg.wandb_entity,
             "tags": list(cfg.wandb_tags),
             "group": cfg.dataset,
             "job_type": cfg.method,
-            "settings": wandb.Settings(
-                init_timeout=WANDB_INIT_TIMEOUT_S, silent=True, console="off"
-            ),
-        }
-        return WandBLogger(
-            project_name=cfg.wandb_project,
-            run_name=cfg.name or "run",
-            save_code=False,
-            config=cfg.to_dict(),
-            dir=str(run_dir),
-            path=str(run_dir / "wandb_checkpoints"),
-            params=params,
-        )
-
-    if mode == "online":
-        try:
-            return build("online")
-        except Exception as err:  # wandb raises several types on network failure
-            log.warning("wandb could not start online (%s); logging offline", err)
-            wandb.finish()
-    logger = build("offline")
-    log.info("wandb is offline; upload later with: wandb sync %s", _run_dir(logger))
-    return logger
+            "settings": {"silent": True, "console": "off"},  # timeouts bounded
+        },
+    )
 
 
 def _run_dir(logger: WandBLogger) -> str:
