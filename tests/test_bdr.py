@@ -89,9 +89,10 @@ def test_adjustment_in_training_not_in_evaluation(benchmark):
 
 
 def test_bdr_plugs_into_avalanche_naive_with_replay(benchmark):
-    """BDRPlugin works on Avalanche's Naive + ReplayPlugin(HerdingBuffer)."""
+    """BDRPlugin works on Avalanche's Naive + ReplayPlugin(HerdingBuffer),
+    and finds the memory from the ReplayPlugin."""
     buffer = HerdingBuffer(mem_per_class=4, feature_layer="features")
-    bdr = BDRPlugin(feature_layer="features", memory=buffer)
+    bdr = BDRPlugin(feature_layer="features")
     priors = []
 
     def check(strategy):

@@ -1,6 +1,7 @@
 """Avalanche plugins for LUCIR, CwD, BDR and concatenated replay."""
 
 from .bdr import BDRPlugin
+from .compat import IncompatibleStrategyError
 from .cwd import CwDPlugin
 from .guard import FiniteLossGuard, NonFiniteLossError
 from .lucir import LUCIRPlugin
@@ -11,6 +12,7 @@ __all__ = [
     "ConcatReplayPlugin",
     "CwDPlugin",
     "FiniteLossGuard",
+    "IncompatibleStrategyError",
     "LUCIRPlugin",
     "NonFiniteLossError",
 ]

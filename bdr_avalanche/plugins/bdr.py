@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import SupervisedPlugin
-from avalanche.training.storage_policy import ExemplarsBuffer
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from .._utils import FeatureRecorder
 from ..distributed import gather_batch, rank, sum_over_ranks, world_size
 from ..functional import (
     PRIOR_EPS,
@@ -24,8 +21,11 @@ from ..functional import (
     update_class_statistics,
 )
 from ..hparams import HParam, document_hparams
+from ._adapters import StepRecorder, StrategyAdapter
+from .compat import check_model, check_strategy
 
 if TYPE_CHECKING:
+    from avalanche.benchmarks.utils import AvalancheDataset
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = ["BDRPlugin"]
@@ -47,8 +47,8 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     which raises the loss of frequent classes and lowers that of rare ones.
 
     - At the start of an experience ``t > 0``: :math:`\psi`, class centres
-      and scatters are measured over the experience's training batches
-      (plus ``memory``, when the memory is not already part of them), with
+      and scatters are measured over the samples the strategy trains on in
+      that experience (the new data plus its memory, each sample once), with
       the training augmentation and the model in eval mode, as the paper's
       code does; :math:`\pi = \pi(m_1)`.
     - At every step: the running centres and scatters are blended with the
@@ -61,17 +61,23 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     prior is the same on every process and equals the single-process prior
     of the global batch.
 
-    Only logits, labels and the ``feature_layer`` output are used, so the
-    plugin works with any Avalanche strategy whose criterion takes
-    ``(logits, targets)``, e.g. ``Naive`` with a ``ReplayPlugin``. Logit
-    units of classes without training data (a fixed-size head) get the
-    prior of an empty class, ``log(1e-12)``.
+    The memory, the forward passes of a step and the losses that get the
+    prior are found from the strategy and its plugins
+    (:mod:`~bdr_avalanche.plugins.compat` lists what each of Avalanche's
+    strategies gets): a memory concatenated to the data (:class:`~bdr_avalanche.LUCIR`,
+    :class:`~bdr_avalanche.ConcatReplayPlugin`, GDumb) is measured over the
+    training loader; one batched separately (``ReplayPlugin``, ``BiC``,
+    ``DER``, ``ER_ACE``) over the new data plus the storage policy's buffer.
+    The prior is added inside ``strategy._criterion``, and in the
+    cross-entropies that DER and ER-ACE compute on their own. A strategy
+    where BDR does not apply (no memory in the loss, or a loss that is not a
+    softmax cross-entropy) is refused with
+    :class:`~bdr_avalanche.plugins.compat.IncompatibleStrategyError`, and a
+    missing ``feature_layer`` with ``ValueError``, before the first
+    training step. Logit units of classes without training data (a
+    fixed-size head) get the prior of an empty class, ``log(1e-12)``.
 
     :param feature_layer: submodule whose output is the feature vector.
-    :param memory: a replay buffer that the strategy batches separately (as
-        Avalanche's ``ReplayPlugin`` does); its samples are counted in the
-        phase statistics. Leave ``None`` when the memory is concatenated to
-        the data (:class:`~bdr_avalanche.LUCIR`, ``ConcatReplayPlugin``).
     """
 
     HPARAMS: ClassVar[Mapping[str, HParam]] = {
@@ -109,7 +115,6 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         momentum: float = HPARAMS["momentum"].default,
         tau: float = HPARAMS["tau"].default,
         feature_layer: str = "backbone",
-        memory: ExemplarsBuffer | None = None,
     ) -> None:
         super().__init__()
         hp = self.HPARAMS
@@ -117,17 +122,27 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self.m2 = hp["m2"].check("m2", m2)
         self.momentum = hp["momentum"].check("momentum", momentum)
         self.tau = hp["tau"].check("tau", tau)
-        self.memory = memory
         self.prior: Tensor | None = None
         """``(K,)`` current prior; ``None`` (zero) in the first experience."""
         self.phase_counts: Tensor | None = None
         self.centres: Tensor | None = None
         self.scatters: Tensor | None = None
-        self._features = FeatureRecorder(feature_layer)
-        self._base_criterion: Callable | None = None
+        self._features = StepRecorder(feature_layer)
+        self._adapter = StrategyAdapter()
+        self._strategy: SupervisedTemplate | None = None
+
+    def before_training(self, strategy: SupervisedTemplate, **kwargs):
+        """Refuse a strategy or model BDR cannot work with, before any
+        training step."""
+        self._adapter.remove_offset(strategy)  # left by an interrupted run
+        self._adapter = check_strategy("BDRPlugin", strategy)
+        check_model("BDRPlugin", strategy.model, self._features.layer_name)
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
-        self._wrap_criterion(strategy)
+        if self._adapter.family is None:  # not started by strategy.train
+            self.before_training(strategy)
+        self._strategy = strategy
+        self._adapter.install_offset(strategy, self._offset)
         self.prior = None
         if strategy.clock.train_exp_counter == 0:
             return
@@ -137,14 +152,13 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _phase_batches(self, strategy: SupervisedTemplate) -> Iterable:
         """The experience's training batches, with the training augmentation:
-        the strategy's own loader, or, with a separately batched ``memory``,
-        one pass over the data and the memory together (sharded over the
-        processes when distributed)."""
-        if self.memory is None or len(self.memory.buffer) == 0:
+        the strategy's own loader when it holds the memory too, else one
+        pass over the new data and one over each separately batched memory
+        (sharded over the processes when distributed)."""
+        memories = self._adapter.separate_memories(strategy)
+        if not memories:
             return strategy.dataloader
-        data = concat_datasets([strategy.adapted_dataset, self.memory.buffer]).train()
-        data = Subset(data, range(rank(), len(data), world_size()))
-        return DataLoader(data, batch_size=strategy.train_mb_size)
+        return _Passes([strategy.adapted_dataset, *memories], strategy.train_mb_size)
 
     def _measure_phase(self, strategy: SupervisedTemplate) -> tuple[Tensor, ...]:
         """Per-class counts, centres and scatters at the start of an
@@ -191,24 +205,31 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
             model.train(was_training)
         return counts, centres, scatters
 
+    def before_forward(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.start_step()
+
     def after_forward(self, strategy: SupervisedTemplate, **kwargs):
         if self.prior is None:
             return
+        features, labels = self._adapter.features_and_labels(strategy, self._features)
         self.centres, self.scatters = update_class_statistics(
             self.phase_counts,
             self.centres,
             self.scatters,
-            gather_batch(self._features.get().detach()),
-            gather_batch(strategy.mb_y),
+            gather_batch(features.detach()),
+            gather_batch(labels),
         )
         estimate = bdr_log_prior(self.phase_counts, self.scatters, self.m2, self.tau)
         self.prior = torch.lerp(estimate, self.prior, self.momentum)
+        self._adapter.after_forward(strategy)
+
+    def before_backward(self, strategy: SupervisedTemplate, **kwargs):
+        self._adapter.before_backward(strategy)
 
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         self._features.detach()
-        if self._base_criterion is not None:
-            strategy._criterion = self._base_criterion
-            self._base_criterion = None
+        self._adapter.remove_offset(strategy)
+        self._strategy = None
 
     def state_dict(self) -> dict[str, Tensor | None]:
         """The prior and the phase statistics (they are measured again at
@@ -236,25 +257,27 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         pad = self.prior.new_full((missing,), math.log(PRIOR_EPS))
         return torch.cat([self.prior, pad])
 
-    def _wrap_criterion(self, strategy: SupervisedTemplate) -> None:
-        if self._base_criterion is None:
-            self._base_criterion = strategy._criterion
-            strategy._criterion = _PriorAdjustedCriterion(
-                self._base_criterion, self, strategy
-            )
+    def _offset(self, num_logits: int) -> Tensor | None:
+        """What the training losses add to their logits now: the prior
+        while the strategy trains an experience after the first."""
+        strategy = self._strategy
+        if self.prior is None or strategy is None or not strategy.is_training:
+            return None
+        return self.logit_adjustment(num_logits)
 
 
-class _PriorAdjustedCriterion:
-    """``criterion(logits + prior, targets)`` while the strategy trains."""
+class _Passes:
+    """Re-iterable batches: one pass over each dataset in turn, in its
+    training transform, sharded over the processes when distributed."""
 
-    def __init__(
-        self, criterion: Callable, plugin: BDRPlugin, strategy: SupervisedTemplate
-    ) -> None:
-        self.criterion = criterion
-        self.plugin = plugin
-        self.strategy = strategy
+    def __init__(self, datasets: Sequence[AvalancheDataset], batch_size: int) -> None:
+        self.loaders = []
+        for data in datasets:
+            data = data.train()
+            shard = Subset(data, range(rank(), len(data), world_size()))
+            if len(shard) > 0:
+                self.loaders.append(DataLoader(shard, batch_size=batch_size))
 
-    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
-        if self.plugin.prior is not None and self.strategy.is_training:
-            logits = logits.float() + self.plugin.logit_adjustment(logits.shape[1])
-        return self.criterion(logits, targets)
+    def __iter__(self) -> Iterator:
+        for loader in self.loaders:
+            yield from loader

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, ClassVar
 from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
-from .._utils import FeatureRecorder
 from ..distributed import gather_batch
 from ..functional import class_wise_decorrelation_loss
 from ..hparams import HParam, document_hparams
+from ._adapters import StepRecorder, StrategyAdapter
+from .compat import check_model, check_strategy
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -31,6 +32,12 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     In distributed training the class statistics are those of the global
     batch (the features of all processes are gathered), so the loss equals
     the single-process loss on the whole batch.
+
+    The term only needs the features and labels of the step's samples, so
+    it applies to every Avalanche strategy whose step calls
+    ``before_backward`` and optimises ``strategy.loss``
+    (:mod:`~bdr_avalanche.plugins.compat`). A missing ``feature_layer`` is
+    a ``ValueError`` before the first training step.
 
     :param feature_layer: submodule whose output is the feature vector.
     """
@@ -63,7 +70,8 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
         )
         self.last_loss: Tensor | None = None
         """The last step's weighted CwD term."""
-        self._features = FeatureRecorder(feature_layer)
+        self._features = StepRecorder(feature_layer)
+        self._adapter = StrategyAdapter()
         self._active = False
 
     @property
@@ -71,18 +79,29 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
         """Whether the current training experience gets the CwD term."""
         return self._active
 
+    def before_training(self, strategy: SupervisedTemplate, **kwargs):
+        """Refuse a model without ``feature_layer`` before any training step."""
+        self._adapter = check_strategy("CwDPlugin", strategy)
+        check_model("CwDPlugin", strategy.model, self._features.layer_name)
+
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        if self._adapter.family is None:  # not started by strategy.train
+            self.before_training(strategy)
         self._active = strategy.clock.train_exp_counter == 0
         if self._active:
             self._features.attach(strategy.model)
 
+    def before_forward(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.start_step()
+
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
         if not self._active:
             return
+        features, labels = self._adapter.features_and_labels(strategy, self._features)
         # distributed: the statistics of the global batch, with gradients
-        features = gather_batch(self._features.get(), differentiable=True)
+        features = gather_batch(features, differentiable=True)
         loss = self.coef * class_wise_decorrelation_loss(
-            features, gather_batch(strategy.mb_y), self.reject_threshold
+            features, gather_batch(labels), self.reject_threshold
         )
         self.last_loss = loss.detach()
         strategy.loss += loss

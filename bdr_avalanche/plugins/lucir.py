@@ -15,8 +15,11 @@ from .._utils import FeatureRecorder, frozen_copy, get_submodule
 from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
 from ..hparams import HParam, document_hparams
+from ._adapters import StepRecorder, StrategyAdapter
+from .compat import check_model, check_strategy
 
 if TYPE_CHECKING:
+    from avalanche.benchmarks.scenarios import CLExperience
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = ["LUCIRPlugin"]
@@ -39,10 +42,22 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     scores (logits divided by the head's scale ``sigma``).
 
     The model must have a cosine head (``head_layer``) with ``sigma`` and
-    ``num_classes``, such as :class:`~bdr_avalanche.models.CosineIncrementalClassifier`,
+    ``num_classes``, such as :class:`~bdr_avalanche.models.CosineIncrementalClassifier`
+    (:class:`~bdr_avalanche.models.CosineIncrementalNet` is such a model),
     and class ids in order of arrival. The rest of LUCIR (the cosine head,
     frozen old rows, no last ReLU, replay) is the model's and the
-    strategy's job: see :class:`~bdr_avalanche.LUCIR`.
+    strategy's job: see :class:`~bdr_avalanche.LUCIR`. Both terms act on
+    every sample a step trains on (ER-ACE's buffer batch included);
+    :mod:`~bdr_avalanche.plugins.compat` lists the strategies where LUCIR
+    applies.
+
+    Configuration errors are raised before the first training step: a
+    strategy the plugin does not apply to
+    (:class:`~bdr_avalanche.plugins.compat.IncompatibleStrategyError`), a
+    missing ``feature_layer`` or ``head_layer`` (``ValueError``), a head
+    without ``sigma`` (``TypeError``) and, as far as the experience's
+    stream tells, class ids out of arrival order or a ``k`` larger than
+    the new classes of a later experience (``ValueError``).
 
     :param feature_layer: submodule whose output is the feature vector.
     :param head_layer: submodule that is the cosine classifier.
@@ -94,42 +109,90 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         """Adaptive less-forget weight of the current experience."""
         self.last_losses: dict[str, Tensor] = {}
         """The last step's ``less_forget`` and ``margin_ranking`` terms."""
-        self._features = FeatureRecorder(feature_layer)
+        self._features = StepRecorder(feature_layer)
         self._old_features = FeatureRecorder(feature_layer)
         self._head: nn.Module | None = None
+        self._adapter = StrategyAdapter()
+
+    def before_training(self, strategy: SupervisedTemplate, **kwargs):
+        """Refuse a strategy or model LUCIR cannot work with, before any
+        training step."""
+        self._adapter = check_strategy("LUCIRPlugin", strategy)
+        check_model("LUCIRPlugin", strategy.model, self._features.layer_name)
+        self._find_head(strategy.model)
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        if self._adapter.family is None:  # not started by strategy.train
+            self.before_training(strategy)
+        self._check_stream(strategy.experience)
         if self.old_model is None:
             return
         head = self._head = self._find_head(strategy.model)
         num_new = head.num_classes - self.num_old_classes
-        if num_new < 1:
-            raise ValueError("LUCIR: this experience brings no new class")
-        if self.k > num_new:
-            raise ValueError(
-                f"k must be in [1, {num_new}] (the number of new classes of "
-                f"this experience), got {self.k}"
-            )
+        self._check_new_classes(num_new, "this experience")
         self.lambda_ = self.lambda_base * math.sqrt(self.num_old_classes / num_new)
         self._features.attach(strategy.model)
         self._old_features.attach(self.old_model.to(strategy.device))
 
+    def _check_new_classes(self, num_new: int, where: str) -> None:
+        if num_new < 1:
+            raise ValueError(f"LUCIR: {where} brings no new class")
+        if self.k > num_new:
+            raise ValueError(
+                f"k must be in [1, {num_new}] (the number of new classes of "
+                f"{where}), got {self.k}"
+            )
+
+    def _check_stream(self, experience: CLExperience) -> None:
+        """Class ids in order of arrival and ``k`` at most the new classes,
+        for this experience and the later ones of its stream, when the
+        stream says which classes they hold."""
+        try:
+            stream = list(experience.origin_stream)
+            current = experience.current_experience
+            classes = [
+                (e.current_experience, {int(c) for c in e.classes_in_this_experience})
+                for e in stream
+            ]
+        except (AttributeError, ValueError, TypeError):
+            return  # the stream does not tell
+        seen = self.num_old_classes
+        for index, in_exp in classes:
+            if index < current:
+                continue
+            new = sorted(c for c in in_exp if c >= seen)
+            if new != list(range(seen, seen + len(new))):
+                raise ValueError(
+                    "LUCIRPlugin needs class ids in order of arrival (experience t "
+                    f"brings ids [K_old, K)): experience {index} of the stream "
+                    f"brings {new} after {seen} classes. Build the benchmark with "
+                    "class_ids_from_zero_from_first_exp=True"
+                )
+            if self.old_model is not None or index > current:
+                self._check_new_classes(len(new), f"experience {index}")
+            seen += len(new)
+
+    def before_forward(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.start_step()
+
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
         if self.old_model is None:
             return
+        step = self._adapter.step(strategy, self._features)
+        labels = step.all_labels
         autocast = getattr(strategy, "autocast", contextlib.nullcontext)
         with torch.no_grad(), autocast():
-            self.old_model(strategy.mb_x)
-        features = self._features.get()
+            self.old_model(step.all_inputs)
+        features = step.all_features
         lf = self.lambda_ * less_forget_loss(features, self._old_features.get())
-        scores = strategy.mb_output / self._head.sigma
+        scores = step.all_outputs / self._head.sigma
         mr = self.mr_weight * margin_ranking_loss(
-            scores, strategy.mb_y, self.num_old_classes, self.margin, self.k
+            scores, labels, self.num_old_classes, self.margin, self.k
         )
         if is_distributed():
             # average over the old samples of the global batch: DDP's mean of
             # world * S_r / (k * C) over ranks is sum_r S_r / (k * C)
-            old = (strategy.mb_y < self.num_old_classes).float().sum()
+            old = (labels < self.num_old_classes).float().sum()
             mr = mr * world_size() * old / sum_over_ranks(old).clamp_min(1.0)
         self.last_losses = {"less_forget": lf.detach(), "margin_ranking": mr.detach()}
         strategy.loss += lf + mr

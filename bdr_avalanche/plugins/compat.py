@@ -1,0 +1,302 @@
+"""Which plugin applies to which of Avalanche's strategies, and why.
+
+:data:`COMPATIBILITY` is the one statement of it: the plugins check a
+strategy against it before the first training step
+(:func:`check_strategy`), the README's table is :func:`markdown_table`, and
+``tests/test_compat_matrix.py`` runs every entry.
+
+BDR is defined for memory-replay training, where the memory and the new
+data share the classification loss: its prior is the log share of each
+class among the samples that loss trains on (new data plus memory, each
+sample counted once per experience, as the paper's ``psi``). It applies
+where a memory enters a softmax cross-entropy, and is refused where the
+loss sees the new classes alone (no memory, or a memory that only shapes
+the gradient or matches logits) or is not a softmax cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+from avalanche.models import MultiTaskModule
+from torch import nn
+
+from .._utils import get_submodule
+from ._adapters import Family, StrategyAdapter, adapter_for
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = [
+    "COMPATIBILITY",
+    "PLUGINS",
+    "Family",
+    "IncompatibleStrategyError",
+    "Support",
+    "check_model",
+    "check_strategy",
+    "markdown_table",
+]
+
+
+class IncompatibleStrategyError(ValueError):
+    """A plugin was attached to a strategy it does not apply to."""
+
+
+class Support(NamedTuple):
+    """What a plugin does in a family of strategies."""
+
+    works: bool
+    note: str
+
+
+PLUGINS: tuple[str, ...] = ("BDRPlugin", "CwDPlugin", "LUCIRPlugin")
+"""The plugins of the table, in its column order."""
+
+_CWD = Support(True, "adds its term in the first experience")
+_CWD_REPLAY_LATER = Support(
+    True, "adds its term in the first experience, which has no replay yet"
+)
+_BDR_LOADER = Support(
+    True,
+    "the memory is concatenated to the data: statistics over the training "
+    "loader, prior in the criterion",
+)
+_BDR_REPLAY = Support(
+    True,
+    "statistics over the new data plus the storage policy's buffer (found "
+    "from the ReplayPlugin), prior in the criterion, which sees the data and "
+    "memory batches together",
+)
+_LUCIR_SHARED = Support(
+    True,
+    "less-forget and margin ranking over each batch of data and memory; "
+    "needs a cosine head (e.g. CosineIncrementalNet)",
+)
+_NO_MEMORY_BDR = (
+    "the training loss sees the new classes alone, so there is no balance "
+    "between memory and new data for BDR to correct (every old class would "
+    "get the empty-class prior, which masks it out of the softmax); add a "
+    "ReplayPlugin or ConcatReplayPlugin"
+)
+_NO_MEMORY_LUCIR = (
+    "LUCIR's margin ranking term acts on memory samples of old classes, and "
+    "this loss never sees one (the term would always be zero); add a "
+    "ReplayPlugin or ConcatReplayPlugin"
+)
+_UNKNOWN = (
+    "the plugin does not know how this strategy trains on its memory; "
+    "it supports the strategies of the table in the README's "
+    "'Compatibility with Avalanche's strategies'"
+)
+
+COMPATIBILITY: Mapping[Family, Mapping[str, Support]] = {
+    Family.LUCIR: {
+        "BDRPlugin": Support(True, "built in (bdr=True): " + _BDR_LOADER.note),
+        "CwDPlugin": Support(True, "built in (cwd=True)"),
+        "LUCIRPlugin": Support(True, "built in"),
+    },
+    Family.NAIVE_CONCAT: {
+        "BDRPlugin": _BDR_LOADER,
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": _LUCIR_SHARED,
+    },
+    Family.NAIVE_REPLAY: {
+        "BDRPlugin": _BDR_REPLAY,
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": _LUCIR_SHARED,
+    },
+    Family.REPLAY: {
+        "BDRPlugin": _BDR_REPLAY,
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": _LUCIR_SHARED,
+    },
+    Family.GDUMB: {
+        "BDRPlugin": Support(
+            True,
+            "the training set is GDumb's class-balanced memory: statistics over "
+            "it, prior in the criterion (balanced classes leave mostly the "
+            "scatter term omega to act)",
+        ),
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": Support(
+            False,
+            "GDumb retrains the model from its initial weights at every "
+            "experience, so there is no previous model to keep the features "
+            "close to, and the cosine head's frozen old rows would keep their "
+            "initial values",
+        ),
+    },
+    Family.AGEM: {
+        "BDRPlugin": Support(
+            False,
+            "its memory only constrains the gradient and never enters the "
+            "training loss, which sees the new classes alone: BDR has no balance "
+            "between memory and new data to correct",
+        ),
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": Support(
+            False,
+            "its memory never enters the training loss, and LUCIR's margin "
+            "ranking term acts on memory samples of old classes (it would "
+            "always be zero)",
+        ),
+    },
+    Family.ER_ACE: {
+        "BDRPlugin": Support(
+            True,
+            "statistics over the new data plus the buffer (which already holds "
+            "the current classes); the features of each of ER-ACE's two "
+            "forward passes go with their own labels; prior added to the "
+            "logits of both cross-entropies (data and buffer)",
+        ),
+        "CwDPlugin": _CWD_REPLAY_LATER,
+        "LUCIRPlugin": Support(
+            True,
+            "less-forget and margin ranking over the samples of both forward "
+            "passes (data and buffer); needs a cosine head",
+        ),
+    },
+    Family.DER_PP: {
+        "BDRPlugin": Support(
+            True,
+            "statistics over the new data plus the buffer; prior added to the "
+            "logits of both cross-entropies (the logit-matching MSE is "
+            "unchanged)",
+        ),
+        "CwDPlugin": _CWD_REPLAY_LATER,
+        "LUCIRPlugin": Support(
+            False,
+            "DER stores logits of one fixed size with its exemplars, so the "
+            "model's head cannot grow, and LUCIRPlugin needs a cosine head that "
+            "grows with the new classes of every experience",
+        ),
+    },
+    Family.DER: {
+        "BDRPlugin": Support(
+            False,
+            "with beta = 0 the memory enters only the MSE between logits, never "
+            "a cross-entropy, so the classification loss sees the new classes "
+            "alone; use DER++ (beta > 0)",
+        ),
+        "CwDPlugin": _CWD_REPLAY_LATER,
+        "LUCIRPlugin": Support(
+            False,
+            "DER stores logits of one fixed size with its exemplars, so the "
+            "model's head cannot grow, and LUCIRPlugin needs a cosine head that "
+            "grows with the new classes of every experience",
+        ),
+    },
+    Family.ICARL: {
+        "BDRPlugin": Support(
+            False,
+            "iCaRL's loss is a per-class sigmoid binary cross-entropy whose "
+            "old-class targets are the previous model's outputs; BDR's prior is "
+            "a log class share for a softmax cross-entropy and has no "
+            "counterpart there",
+        ),
+        "CwDPlugin": Support(
+            True,
+            "adds its term in the first experience (feature_layer='feature_extractor')",
+        ),
+        "LUCIRPlugin": Support(
+            False,
+            "iCaRL distils through its own binary cross-entropy and classifies "
+            "by the nearest mean of exemplars; LUCIR replaces both (cosine head, "
+            "cross-entropy, less-forget) rather than adding to them",
+        ),
+    },
+    Family.BIC: {
+        "BDRPlugin": Support(
+            True,
+            "statistics over the new data BiC trains on (without its "
+            "validation exemplars) plus its memory; prior in the cross-entropy "
+            "of stage 1; the bias layer is then fitted as usual",
+        ),
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": Support(
+            False,
+            "BiC adds its own logit distillation and rescales the whole loss, "
+            "LUCIR's terms included, by 1 - lambda; its bias layer corrects "
+            "linear logits, not cosine scores",
+        ),
+    },
+    Family.NAIVE: {
+        "BDRPlugin": Support(False, "no memory: " + _NO_MEMORY_BDR),
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": Support(False, "no memory: " + _NO_MEMORY_LUCIR),
+    },
+    Family.LWF: {
+        "BDRPlugin": Support(
+            False, "LwF keeps no memory (it distils on the new data): " + _NO_MEMORY_BDR
+        ),
+        "CwDPlugin": _CWD,
+        "LUCIRPlugin": Support(
+            False,
+            "LwF keeps no memory (it distils on the new data): " + _NO_MEMORY_LUCIR,
+        ),
+    },
+    Family.OTHER: {
+        "BDRPlugin": Support(False, _UNKNOWN),
+        "CwDPlugin": Support(
+            True,
+            "adds its term in the first experience of any strategy whose step "
+            "calls before_backward and optimises strategy.loss",
+        ),
+        "LUCIRPlugin": Support(False, _UNKNOWN),
+    },
+}
+"""Per family of strategies and per plugin: whether it applies, and what it
+does there or why not."""
+
+
+def check_strategy(plugin: str, strategy: SupervisedTemplate) -> StrategyAdapter:
+    """The adapter of ``strategy`` for ``plugin`` (a name of :data:`PLUGINS`).
+
+    :raises IncompatibleStrategyError: when :data:`COMPATIBILITY` refuses
+        the strategy's family for the plugin, naming both and the reason.
+    """
+    adapter = adapter_for(strategy)
+    family = adapter.family
+    support = COMPATIBILITY[family][plugin]
+    if not support.works:
+        raise IncompatibleStrategyError(
+            f"{plugin} does not apply to {type(strategy).__name__} "
+            f"({family.value}): {support.note}"
+        )
+    return adapter
+
+
+def check_model(plugin: str, model: nn.Module, feature_layer: str) -> nn.Module:
+    """The ``feature_layer`` submodule of a single-head ``model``.
+
+    :raises ValueError: for a multi-head (task-incremental) model, whose
+        forward needs task labels and whose heads do not share a softmax,
+        or when ``feature_layer`` is not a submodule of ``model`` (the
+        message lists its children).
+    """
+    if isinstance(model, MultiTaskModule):
+        raise ValueError(
+            f"{plugin} needs a single-head, class-incremental model; "
+            f"{type(model).__name__} is a multi-head MultiTaskModule"
+        )
+    try:
+        return get_submodule(model, feature_layer, "feature_layer")
+    except ValueError as error:
+        raise ValueError(f"{plugin}: {error}") from None
+
+
+def markdown_table() -> str:
+    """:data:`COMPATIBILITY` as a Markdown table (the README's)."""
+    lines = [
+        "| strategy | " + " | ".join(PLUGINS) + " |",
+        "|---" * (len(PLUGINS) + 1) + "|",
+    ]
+    for family, row in COMPATIBILITY.items():
+        cells = [
+            f"{'**works**' if row[p].works else '**refused**'}: {row[p].note}"
+            for p in PLUGINS
+        ]
+        lines.append(f"| {family.value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
