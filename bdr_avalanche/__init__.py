@@ -5,10 +5,16 @@ Plugins (:class:`LUCIRPlugin`, :class:`CwDPlugin`, :class:`BDRPlugin`,
 the :class:`LUCIR` strategy. The math is in :mod:`bdr_avalanche.functional`.
 """
 
-from . import functional, models
-from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
-from .storage import HerdingBuffer
-from .strategy import LUCIR
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import functional, models
+    from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
+    from .storage import HerdingBuffer
+    from .strategy import LUCIR
 
 __all__ = [
     "BDRPlugin",
@@ -22,3 +28,31 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The names above are imported on first use (PEP 562), so that importing a
+# light submodule (the command line's parser, the config) does not import
+# torch and Avalanche. Name -> module that defines it (None: a submodule).
+_LAZY: dict[str, str | None] = {
+    "BDRPlugin": ".plugins",
+    "ConcatReplayPlugin": ".plugins",
+    "CwDPlugin": ".plugins",
+    "LUCIRPlugin": ".plugins",
+    "HerdingBuffer": ".storage",
+    "LUCIR": ".strategy",
+    "functional": None,
+    "models": None,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    source = _LAZY[name]
+    module = importlib.import_module(source or f".{name}", __name__)
+    value = module if source is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -16,14 +16,21 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
-from .benchmarks import DatasetError
-from .checkpoint import CheckpointError
-from .config import METHODS, ConfigError, ExperimentConfig, load_config, parse_value
-from .distributed import launched_by_torchrun, shutdown
-from .plugins import NonFiniteLossError
-from .runner import RunExistsError, run_comparison, run_experiment
+# The runner, the data and the strategies (torch, Avalanche) are imported
+# inside main, after the arguments are parsed: the parser, and so --help,
+# needs only the config module.
 
 __all__ = ["build_parser", "main"]
+
+_IMPORT_WARNINGS = (
+    # qpsolvers (imported by Avalanche's GEM plugin) imports jaxopt for one of
+    # its solvers, and jaxopt warns on import that it is unmaintained
+    ("JAXopt is no longer maintained", DeprecationWarning, "jaxopt"),
+    # qpsolvers without any solver installed (only GEM needs one)
+    ("no QP solver found", UserWarning, "qpsolvers"),
+)
+"""Warnings that importing Avalanche triggers in packages we do not use:
+(message, category, module), filtered by :func:`main` only."""
 
 EXAMPLES = """\
 examples:
@@ -48,6 +55,8 @@ def _help(f) -> str:
 def _add_config_options(
     parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 ) -> None:
+    from .config import ExperimentConfig
+
     group = parser.add_argument_group(
         "configuration keys (override the config files; values are YAML: "
         "5, 0.1, true, null, [80,120] or 80,120)"
@@ -72,6 +81,8 @@ def _add_config_options(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bdr-avalanche`` argument parser."""
+    from .config import METHODS
+
     parser = argparse.ArgumentParser(
         prog="bdr-avalanche",
         description="Class-incremental experiments with LUCIR, CwD and BDR "
@@ -126,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bdr-avalanche`` console script."""
+    for message, category, module in _IMPORT_WARNINGS:
+        warnings.filterwarnings("ignore", message, category, module)
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command, files = args.pop("command"), args.pop("config")
@@ -143,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from .benchmarks import DatasetError
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, load_config, parse_value
+    from .distributed import launched_by_torchrun, shutdown
+    from .plugins import NonFiniteLossError
+    from .runner import RunExistsError, run_comparison, run_experiment
+
     try:
         overrides = {key: parse_value(key, text) for key, text in args.items()}
         cfg = load_config(files, overrides)
