@@ -112,8 +112,9 @@ def classifier_weight_norms(model: nn.Module) -> Tensor | None:
     The classifier is the last
     :class:`~bdr_avalanche.models.CosineIncrementalClassifier` of the model
     (raw row norms: its forward normalises the rows, the stored weights keep
-    their norms), else the last Avalanche ``IncrementalClassifier`` (its
-    ``Linear``), else the last ``nn.Linear``; ``None`` when there is none.
+    their norms; indexed by class id, NaN for ids without a row), else the
+    last Avalanche ``IncrementalClassifier`` (its ``Linear``), else the last
+    ``nn.Linear``; ``None`` when there is none.
 
     :return: ``(units,)`` float32 tensor on the model's device.
     """
@@ -123,9 +124,17 @@ def classifier_weight_norms(model: nn.Module) -> Tensor | None:
     incremental = [m for m in modules if isinstance(m, IncrementalClassifier)]
     linear = [m for m in modules if isinstance(m, nn.Linear)]
     if cosine:
-        if len(cosine[-1].blocks) == 0:
+        head = cosine[-1]
+        if len(head.blocks) == 0:
             return None
-        weight = cosine[-1].weight
+        norms = head.weight.detach().float().norm(dim=1)
+        classes = getattr(head, "classes", [])
+        if len(classes) == len(norms) and classes != list(range(len(classes))):
+            # rows in order of arrival: put each at its class id
+            by_id = norms.new_full((head.num_outputs,), float("nan"))
+            by_id[classes] = norms
+            return by_id
+        return norms
     elif incremental:
         weight = incremental[-1].classifier.weight
     elif linear:

@@ -36,8 +36,21 @@ from torch.utils.data import DataLoader
 
 __all__ = ["IncrementalResults", "make_evaluator", "train_and_evaluate"]
 
-_EXP_ACC = "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp{:03d}"
-_STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
+_EXP_ACC = "Top1_Acc_Exp/eval_phase/{stream}/Task000/Exp{exp:03d}"
+_STREAM_ACC = "Top1_Acc_Stream/eval_phase/{stream}/Task000"
+
+
+def _accuracy_keys(stream: str, t: int, metrics: dict) -> tuple[str, list[str]]:
+    """The keys of the stream accuracy and of the accuracy of experiences
+    ``0..t`` of ``stream``: Avalanche names them with the task (``Task000``)
+    when the experiences have task labels, and without otherwise (e.g.
+    ``class_incremental_benchmark``'s)."""
+    stream_key = _STREAM_ACC.format(stream=stream)
+    exp_keys = [_EXP_ACC.format(stream=stream, exp=j) for j in range(t + 1)]
+    if stream_key not in metrics:
+        stream_key = stream_key.replace("/Task000", "")
+        exp_keys = [key.replace("/Task000", "") for key in exp_keys]
+    return stream_key, exp_keys
 
 
 def make_evaluator(
@@ -165,14 +178,16 @@ def train_and_evaluate(
             experience, eval_streams=[], num_workers=num_workers, **train_kwargs
         )
         metrics = strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
-        missing = [k for k in (_STREAM_ACC, _EXP_ACC.format(t)) if k not in metrics]
+        stream = f"{benchmark.test_stream[t].origin_stream.name}_stream"
+        stream_key, exp_keys = _accuracy_keys(stream, t, metrics)
+        missing = [k for k in (stream_key, exp_keys[t]) if k not in metrics]
         if missing:
             raise KeyError(
                 f"the strategy's evaluator does not report {missing}; build it "
                 "with bdr_avalanche.protocol.make_evaluator()"
             )
-        matrix[t, : t + 1] = [metrics[_EXP_ACC.format(j)] for j in range(t + 1)]
-        seen.append(float(metrics[_STREAM_ACC]))
+        matrix[t, : t + 1] = [metrics[key] for key in exp_keys]
+        seen.append(float(metrics[stream_key]))
         history.append(dict(metrics))
         old, new, old_to_new = _old_new_breakdown(
             strategy, benchmark.test_stream[: t + 1]
@@ -190,7 +205,13 @@ def train_and_evaluate(
 @torch.no_grad()
 def _old_new_breakdown(strategy: SupervisedTemplate, experiences) -> tuple[float, ...]:
     """Old-class accuracy, new-class accuracy and old-to-new share, where
-    "new" are the classes of the last experience in ``experiences``."""
+    "new" are the classes of the last experience in ``experiences``.
+
+    The experiences are first given the class ids the model uses when the
+    strategy relabels them (:meth:`bdr_avalanche.LUCIR.relabelled`)."""
+    relabelled = getattr(strategy, "relabelled", None)
+    if relabelled is not None:
+        experiences = [relabelled(exp) for exp in experiences]
     new_classes = torch.tensor(sorted(experiences[-1].classes_in_this_experience))
     model = strategy.model
     was_training = model.training

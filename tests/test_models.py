@@ -160,13 +160,18 @@ def test_cosine_classifier_does_not_grow_in_eval_mode():
     assert head.num_classes == 5
 
 
-def test_cosine_classifier_rejects_non_contiguous_ids():
-    """A gap in the class ids raises a ValueError that points to the fix."""
+def test_cosine_classifier_any_class_ids():
+    """Logit ``c`` is class ``c``'s whatever the ids; untrained ids are masked."""
+    torch.manual_seed(0)
     head = CosineIncrementalClassifier(in_features=4).train()
-    head.adaptation(fake_experience([0, 1, 2]))
-    with pytest.raises(ValueError, match="class_ids_from_zero_from_first_exp"):
-        head.adaptation(fake_experience([7]))
-    assert head.num_classes == 3
+    head.adaptation(fake_experience([5, 2]))
+    head.adaptation(fake_experience([7]))
+    assert head.num_classes == 3 and head.classes == [2, 5, 7]
+    features = torch.randn(3, 4)
+    out = head(features)
+    assert out.shape == (3, 8)
+    assert_close(out[:, [2, 5, 7]], head.sigma * head.cosine(features))
+    assert (out[:, [0, 1, 3, 4, 6]] == head.mask_value).all()
 
 
 def test_cosine_classifier_forward_is_scaled_cosine():

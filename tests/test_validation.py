@@ -141,12 +141,22 @@ def test_lucir_rejects(kwargs, match):
         make_lucir(**kwargs)
 
 
-def test_lucir_needs_last_relu():
-    """A backbone without ``last_relu`` is rejected with a ValueError."""
-    backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
-    backbone.out_dim = 8
-    with pytest.raises(ValueError, match="last_relu"):
-        LUCIR(backbone=backbone, device="cpu")
+def test_lucir_warns_when_it_cannot_remove_the_last_relu():
+    """A backbone whose last ReLU LUCIR cannot locate is kept, with a warning
+    that names ``last_relu``."""
+
+    class Backbone(nn.Module):
+        out_dim = 8
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 8)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)).relu()
+
+    with pytest.warns(UserWarning, match="last_relu"):
+        LUCIR(backbone=Backbone(), device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Backbones and the cosine incremental classifier."""
 
+from .adapt import remove_last_relu, strip_classifier
 from .cosine import CosineIncrementalClassifier, CosineIncrementalNet
 from .resnet import (
     CifarResNet,
@@ -16,7 +17,9 @@ __all__ = [
     "CosineIncrementalNet",
     "ResNet18Backbone",
     "SmallCNN",
+    "remove_last_relu",
     "resnet18_cifar",
     "resnet18_imagenet",
     "resnet32",
+    "strip_classifier",
 ]

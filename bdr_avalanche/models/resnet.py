@@ -19,6 +19,7 @@ from torchvision.models import resnet as tv_resnet
 
 __all__ = [
     "BasicBlock",
+    "Bottleneck",
     "ResNet18Backbone",
     "CifarResNet",
     "resnet18_cifar",
@@ -38,6 +39,21 @@ class BasicBlock(tv_resnet.BasicBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out)) + identity
+        return self.relu(out) if self.apply_relu else out
+
+
+class Bottleneck(tv_resnet.Bottleneck):
+    """torchvision's bottleneck block whose final ReLU can be switched off."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.apply_relu = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out)) + identity
         return self.relu(out) if self.apply_relu else out
 
 
