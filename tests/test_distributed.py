@@ -123,17 +123,27 @@ def test_two_processes_match_one_with_the_same_global_batch(training, path):
     differs from the 1-process run only by the order of float sums (the
     gradient is the mean of two half-batch means, and CwD/BDR see the
     gathered batch in rank order), which SGD amplifies over 3 experiences x
-    6 epochs at lr 0.1. Tolerance: parameters within 1e-2 (measured: at most
-    1.5e-3 on the fast path, 3.3e-3 on the DataLoader path), accuracies
-    within one test image (1/20: 10 test images per class, 2 classes per
-    experience; measured: equal). With BatchNorm or random augmentation
-    the runs would differ as two seeds do, which is why the test removes
-    both. (Unshuffled, the DataLoader path's batches hold one class each,
-    so that run learns little; it still checks the sampler's shards.)"""
-    single = train_lucir(fast=path == "fast")
+    6 epochs at lr 0.1. The one-process run uses one thread, as each worker
+    does: a different thread count changes the CPU kernels' summation order
+    too, and that alone moved parameters by more than 1e-2 here. Tolerance:
+    parameters within 2e-2 (measured on the development CPU, AMD EPYC, torch
+    2.14.1: at most 8.1e-3 on the fast path, 4.1e-3 on the DataLoader path;
+    the amplification depends on the CPU's kernels, hence the headroom),
+    accuracies within one test image (1/20: 10 test images per class, 2
+    classes per experience; measured: equal on the fast path, one image on
+    the DataLoader path). With BatchNorm or random augmentation the runs
+    would differ as two seeds do, which is why the test removes both.
+    (Unshuffled, the DataLoader path's batches hold one class each, so that
+    run learns little; it still checks the sampler's shards.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train_lucir(fast=path == "fast")
+    finally:
+        torch.set_num_threads(threads)
     result = training[0][path]
     for name, value in single["model"].items():
-        assert_close(result["model"][name], value, atol=1e-2, rtol=1e-2, msg=name)
+        assert_close(result["model"][name], value, atol=2e-2, rtol=1e-2, msg=name)
     for cls, picks in single["memory"].items():
         assert torch.equal(result["memory"][cls], picks), cls
     np.testing.assert_allclose(
