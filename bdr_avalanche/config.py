@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from .hparam_tables import LUCIR_HPARAMS
 from .hparams import HParam
-from .strategy import LUCIR
 
 __all__ = [
     "BACKBONES",
@@ -95,11 +95,14 @@ def _opt(
     return _field(HParam(default, help, kind), runtime)
 
 
-def _param(owner: type, name: str, prefix: str = "", suffix: str = "") -> Any:
-    """The field of the hyper-parameter ``owner.HPARAMS[name]``: its
-    default, its range and its help text (between ``prefix`` and
-    ``suffix``), so that ``--help`` says what the docstrings say."""
-    hp = owner.HPARAMS[name]
+def _param(
+    hparams: Mapping[str, HParam], name: str, prefix: str = "", suffix: str = ""
+) -> Any:
+    """The field of the hyper-parameter ``hparams[name]`` (e.g. of
+    ``LUCIR.HPARAMS``): its default, its range and its help text (between
+    ``prefix`` and ``suffix``), so that ``--help`` says what the docstrings
+    say."""
+    hp = hparams[name]
     return _field(dataclasses.replace(hp, help=prefix + hp.help + suffix), False)
 
 
@@ -186,34 +189,36 @@ class ExperimentConfig:
         32, "small_cnn: channels of its first convolution", kind="positive_int"
     )
     # -- optimisation (per experience); the schedule is also the baselines'
-    epochs: int = _param(LUCIR, "train_epochs")
-    batch_size: int = _param(LUCIR, "train_mb_size")
-    first_batch_size: int | None = _param(LUCIR, "first_train_mb_size", prefix="ours: ")
-    lr: float = _param(LUCIR, "lr")
-    first_lr: float | None = _param(LUCIR, "first_lr", prefix="ours: ")
-    momentum: float = _param(LUCIR, "momentum")
-    weight_decay: float = _param(LUCIR, "weight_decay")
-    milestones: list[int] = _param(LUCIR, "milestones")
-    lr_decay: float = _param(LUCIR, "lr_decay")
-    eval_batch_size: int = _param(LUCIR, "eval_mb_size")
+    epochs: int = _param(LUCIR_HPARAMS, "train_epochs")
+    batch_size: int = _param(LUCIR_HPARAMS, "train_mb_size")
+    first_batch_size: int | None = _param(
+        LUCIR_HPARAMS, "first_train_mb_size", prefix="ours: "
+    )
+    lr: float = _param(LUCIR_HPARAMS, "lr")
+    first_lr: float | None = _param(LUCIR_HPARAMS, "first_lr", prefix="ours: ")
+    momentum: float = _param(LUCIR_HPARAMS, "momentum")
+    weight_decay: float = _param(LUCIR_HPARAMS, "weight_decay")
+    milestones: list[int] = _param(LUCIR_HPARAMS, "milestones")
+    lr_decay: float = _param(LUCIR_HPARAMS, "lr_decay")
+    eval_batch_size: int = _param(LUCIR_HPARAMS, "eval_mb_size")
     # -- memory
     mem_per_class: int = _param(
-        LUCIR,
+        LUCIR_HPARAMS,
         "mem_per_class",
         suffix=" (our methods; the baselines' memories are described in "
         "bdr_avalanche.baselines.MEMORY_MATCHING)",
     )
     # -- LUCIR, CwD, BDR: the plugins' texts, under the strategy's names
-    lambda_base: float = _param(LUCIR, "lambda_base")
-    margin: float = _param(LUCIR, "margin")
-    k: int = _param(LUCIR, "k")
-    mr_weight: float = _param(LUCIR, "mr_weight")
-    cwd_coef: float = _param(LUCIR, "cwd_coef")
-    reject_threshold: int = _param(LUCIR, "reject_threshold")
-    m1: float = _param(LUCIR, "m1")
-    m2: float = _param(LUCIR, "m2")
-    bdr_momentum: float = _param(LUCIR, "bdr_momentum")
-    tau: float = _param(LUCIR, "tau")
+    lambda_base: float = _param(LUCIR_HPARAMS, "lambda_base")
+    margin: float = _param(LUCIR_HPARAMS, "margin")
+    k: int = _param(LUCIR_HPARAMS, "k")
+    mr_weight: float = _param(LUCIR_HPARAMS, "mr_weight")
+    cwd_coef: float = _param(LUCIR_HPARAMS, "cwd_coef")
+    reject_threshold: int = _param(LUCIR_HPARAMS, "reject_threshold")
+    m1: float = _param(LUCIR_HPARAMS, "m1")
+    m2: float = _param(LUCIR_HPARAMS, "m2")
+    bdr_momentum: float = _param(LUCIR_HPARAMS, "bdr_momentum")
+    tau: float = _param(LUCIR_HPARAMS, "tau")
     # -- where and how
     device: str = _opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     output_dir: str = _opt(

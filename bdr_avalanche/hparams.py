@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from ._utils import (
+from ._checks import (
     check_fraction,
     check_non_negative,
     check_positive,

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
 from .fast_input import DeviceBatchLoader
-from .hparams import HParam, document_hparams, renamed
+from .hparam_tables import LUCIR_HPARAMS, STRATEGY_PLUGINS
+from .hparams import HParam, document_hparams
 from .models import CosineIncrementalNet, remove_last_relu
 from .plugins import (
     BDRPlugin,
@@ -44,65 +45,11 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 """Builds an optimizer over the given parameters, e.g.
 ``functools.partial(torch.optim.Adam, lr=1e-3)``."""
 
-_PLUGIN_HPARAMS: dict[type, tuple[str, dict[str, str]]] = {
-    LUCIRPlugin: (
-        "LUCIR: ",
-        {n: n for n in ("lambda_base", "margin", "k", "mr_weight")},
-    ),
-    CwDPlugin: ("CwD: ", {"cwd_coef": "coef", "reject_threshold": "reject_threshold"}),
-    BDRPlugin: (
-        "BDR: ",
-        {"m1": "m1", "m2": "m2", "bdr_momentum": "momentum", "tau": "tau"},
-    ),
-}
-"""Per plugin: the prefix of its help texts and its hyper-parameters under
-the strategy's argument names (strategy's name -> plugin's name)."""
-
-_HPARAMS: dict[str, HParam] = {
-    "lr": HParam(
-        0.1,
-        "SGD learning rate at the start of each experience (in the first one, "
-        "first_lr replaces it when set)",
-        "positive",
-    ),
-    "momentum": HParam(0.9, "SGD momentum", "fraction"),
-    "weight_decay": HParam(5e-4, "SGD weight decay", "non_negative"),
-    "milestones": HParam(
-        (80, 120),
-        "epochs at which the learning rate is multiplied by lr_decay (the "
-        "schedule restarts with every experience)",
-        "milestones",
-    ),
-    "lr_decay": HParam(
-        0.1, "factor of the learning rate at each milestone", "positive"
-    ),
-    "first_lr": HParam(
-        None, "learning rate of the first experience (default: lr)", "positive"
-    ),
-    "first_train_mb_size": HParam(
-        None,
-        "training mini-batch size of the first experience (default: the one "
-        "of the other experiences)",
-        "positive_int",
-    ),
-    "mem_per_class": HParam(
-        20, "exemplars kept for every seen class, chosen by herding", "positive_int"
-    ),
-    "train_mb_size": HParam(
-        128,
-        "training mini-batch size (distributed: of all processes together)",
-        "positive_int",
-    ),
-    "train_epochs": HParam(160, "training epochs per experience", "positive_int"),
-    "eval_mb_size": HParam(256, "evaluation mini-batch size", "positive_int"),
-}
-for _plugin, (_prefix, _names) in _PLUGIN_HPARAMS.items():
-    _HPARAMS.update(renamed(_plugin.HPARAMS, _names, _prefix))
-
 
 def _plugin_args(plugin: type, given: Mapping[str, Any]) -> dict[str, Any]:
     """``plugin``'s hyper-parameters, by its names, from the strategy's."""
-    return {own: given[ours] for ours, own in _PLUGIN_HPARAMS[plugin][1].items()}
+    names = STRATEGY_PLUGINS[plugin.__name__].names
+    return {own: given[ours] for ours, own in names.items()}
 
 
 def _class_ids(experience) -> list[int]:
@@ -290,7 +237,7 @@ class LUCIR(SupervisedTemplate):
         ``eval_every``, as in Avalanche's strategies.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = _HPARAMS
+    HPARAMS: ClassVar[Mapping[str, HParam]] = LUCIR_HPARAMS
     """The hyper-parameters: default, help text and range; those of the
     plugins under the strategy's argument names (``cwd_coef`` is
     :class:`~bdr_avalanche.CwDPlugin`'s ``coef``, ``bdr_momentum`` is

@@ -67,12 +67,6 @@ def test_help_prints_no_warning(help_run):
     assert result.stderr == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bdr_avalanche.config takes the hyper-parameters from LUCIR.HPARAMS "
-    "in strategy.py (and the plugins), which import torch and Avalanche; "
-    "remove this mark once those tables live in a module without them",
-)
 def test_help_imports_neither_torch_nor_avalanche(help_run):
     _, _, _, imported = help_run
     assert imported == []

@@ -119,6 +119,20 @@ def test_tables_cover_every_hyper_parameter():
         assert exported == set(plugin.HPARAMS), plugin.__name__
 
 
+def test_each_table_is_defined_once():
+    """The classes' HPARAMS are the tables of bdr_avalanche.hparam_tables (a
+    module without torch, read by the config), not copies of them."""
+    from bdr_avalanche import hparam_tables as tables
+
+    assert LUCIR.HPARAMS is tables.LUCIR_HPARAMS
+    assert BDRPlugin.HPARAMS is tables.BDR_HPARAMS
+    assert CwDPlugin.HPARAMS is tables.CWD_HPARAMS
+    assert LUCIRPlugin.HPARAMS is tables.LUCIR_PLUGIN_HPARAMS
+    assert set(tables.STRATEGY_PLUGINS) == {"LUCIRPlugin", "CwDPlugin", "BDRPlugin"}
+    for plugin in (LUCIRPlugin, CwDPlugin, BDRPlugin):
+        assert tables.STRATEGY_PLUGINS[plugin.__name__].hparams is plugin.HPARAMS
+
+
 @pytest.mark.parametrize("row", PLUGIN_KEYS, ids=[r[0] for r in PLUGIN_KEYS])
 def test_plugin_help_is_the_command_line_help(row, run_help):
     key, ours, plugin, name, _, _ = row

@@ -20,6 +20,7 @@ from ..functional import (
     class_sums,
     update_class_statistics,
 )
+from ..hparam_tables import BDR_HPARAMS
 from ..hparams import HParam, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from .compat import check_model, check_strategy
@@ -80,32 +81,7 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     :param feature_layer: submodule whose output is the feature vector.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = {
-        "m1": HParam(
-            0.8,
-            "weight of the class-frequency term psi against the inverse-scatter "
-            "term omega in the prior measured at the start of an experience",
-            "fraction",
-        ),
-        "m2": HParam(
-            0.8,
-            "weight of the class-frequency term psi against the inverse-scatter "
-            "term omega in the per-step estimate of the prior",
-            "fraction",
-        ),
-        "momentum": HParam(
-            0.99,
-            "momentum with which the prior follows its per-step estimate, "
-            "mu in pi <- mu * pi + (1 - mu) * estimate",
-            "fraction",
-        ),
-        "tau": HParam(
-            1.0,
-            "exponent tau of the psi/omega mixture in the prior: "
-            "pi = log(mixture ** tau + 1e-12)",
-            "positive",
-        ),
-    }
+    HPARAMS: ClassVar[Mapping[str, HParam]] = BDR_HPARAMS
     """The hyper-parameters: default, help text and range."""
 
     def __init__(

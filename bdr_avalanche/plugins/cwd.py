@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..distributed import gather_batch
 from ..functional import class_wise_decorrelation_loss
+from ..hparam_tables import CWD_HPARAMS
 from ..hparams import HParam, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from .compat import check_model, check_strategy
@@ -42,18 +43,7 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     :param feature_layer: submodule whose output is the feature vector.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = {
-        "coef": HParam(
-            0.5,
-            "weight eta of the CwD term, which is added in the first experience only",
-            "non_negative",
-        ),
-        "reject_threshold": HParam(
-            1,
-            "classes with at most this many samples in a batch are skipped",
-            "positive_int",
-        ),
-    }
+    HPARAMS: ClassVar[Mapping[str, HParam]] = CWD_HPARAMS
     """The hyper-parameters: default, help text and range."""
 
     def __init__(

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .._utils import FeatureRecorder, frozen_copy, get_submodule
 from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
+from ..hparam_tables import LUCIR_PLUGIN_HPARAMS
 from ..hparams import HParam, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from .compat import check_model, check_strategy
@@ -63,28 +64,7 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     :param head_layer: submodule that is the cosine classifier.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = {
-        "lambda_base": HParam(
-            5.0,
-            "base weight of the less-forget term: experience t > 0 weighs it "
-            "lambda = lambda_base * sqrt(K_old / K_new) (the paper: 5 on "
-            "CIFAR-100, 10 on ImageNet)",
-            "non_negative",
-        ),
-        "margin": HParam(
-            0.5,
-            "margin of the ranking loss between an old-class sample's "
-            "ground-truth cosine score and its k highest new-class scores",
-            "non_negative",
-        ),
-        "k": HParam(
-            2,
-            "number of highest-scoring new classes each old-class sample is "
-            "ranked against; at most the new classes of an experience",
-            "positive_int",
-        ),
-        "mr_weight": HParam(1.0, "weight of the margin ranking loss", "non_negative"),
-    }
+    HPARAMS: ClassVar[Mapping[str, HParam]] = LUCIR_PLUGIN_HPARAMS
     """The hyper-parameters: default, help text and range."""
 
     def __init__(
