@@ -1,15 +1,17 @@
-"""BDR added to Avalanche's Replay strategy, on Split CIFAR-100.
+"""BDR added to Avalanche's replay strategies, Replay and DER, on Split CIFAR-100.
 
-50 base classes, then 5 experiences of 10 (the iCaRL class order), a CIFAR
 ResNet-18 with a 100-way linear head, a memory of 2000 images. ``BDRPlugin``
-finds the replay memory itself and adds its prior to the cross-entropy;
-``--cwd`` also adds ``CwDPlugin`` (first experience only), ``--no-bdr``
-leaves BDR out to compare. Replay keeps Avalanche's experience-balanced
-buffer; ``--herding`` uses the paper's herding memory instead (``Naive`` and
-a ``ReplayPlugin`` over a ``HerdingBuffer``: the same training as Replay).
+finds the strategy's memory itself and adds its prior to the cross-entropy
+the memory enters: Replay's criterion, or DER++'s two cross-entropies (DER's
+logit-matching term is unchanged; with ``--beta 0`` the memory enters no
+cross-entropy and BDR refuses DER). ``--strategy herding`` uses the paper's
+herding memory (``Naive`` with a ``ReplayPlugin`` over a ``HerdingBuffer``:
+the same training as Replay). ``--cwd`` also adds ``CwDPlugin`` (first
+experience only), ``--no-bdr`` leaves BDR out to compare.
 
     python experiments/example_replay_bdr.py --dataset_root data/cifar100
     python experiments/example_replay_bdr.py --dataset_root data/cifar100 --no-bdr
+    python experiments/example_replay_bdr.py --dataset_root data/cifar100 --strategy der
     python experiments/example_replay_bdr.py --digits --epochs 2  # CPU, seconds
 """
 
@@ -22,7 +24,7 @@ import torch
 from avalanche.benchmarks.classic import SplitCIFAR100
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
 from avalanche.logging import InteractiveLogger
-from avalanche.training import Naive, Replay
+from avalanche.training import DER, Naive, Replay
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin, ReplayPlugin
 from torch import nn
@@ -77,10 +79,18 @@ def main(args: argparse.Namespace) -> None:
         device=device,
         evaluator=evaluator,
     )
-    if args.herding:
+    if args.strategy == "herding":
         memory = HerdingBuffer(max_size=mem_size, feature_layer="features")
         replay = ReplayPlugin(mem_size=mem_size, storage_policy=memory)
         strategy = Naive(plugins=[replay, *plugins], **common)
+    elif args.strategy == "der":  # logit matching (alpha), memory CE (beta)
+        strategy = DER(
+            mem_size=mem_size,
+            alpha=args.alpha,
+            beta=args.beta,
+            plugins=plugins,
+            **common,
+        )
     else:
         strategy = Replay(mem_size=mem_size, plugins=plugins, **common)
     workers = 0 if args.digits else 4  # the digits are tensors in memory
@@ -102,7 +112,11 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, help="per experience (160; digits 30)")
     parser.add_argument("--no-bdr", action="store_true", help="leave BDR out")
     parser.add_argument("--cwd", action="store_true", help="add CwD")
-    parser.add_argument("--herding", action="store_true", help="herding memory")
+    parser.add_argument(
+        "--strategy", choices=("replay", "herding", "der"), default="replay"
+    )
+    parser.add_argument("--alpha", type=float, default=0.1, help="DER: logit MSE")
+    parser.add_argument("--beta", type=float, default=0.5, help="DER: memory CE")
     parser.add_argument("--seed", type=int, default=1993)
     parser.add_argument("--cuda", type=int, default=0, help="GPU index; -1: CPU")
     main(parser.parse_args())

@@ -83,8 +83,8 @@ def test_lucir_cwd_bdr_example():
     ("script", "args"),
     [
         ("example_replay_bdr.py", ()),
-        ("example_replay_bdr.py", ("--herding", "--cwd")),
-        ("example_der_bdr.py", ("--cwd",)),
+        ("example_replay_bdr.py", ("--strategy", "herding", "--cwd")),
+        ("example_replay_bdr.py", ("--strategy", "der", "--cwd")),
     ],
     ids=["replay", "replay-herding-cwd", "der-cwd"],
 )
