@@ -61,3 +61,28 @@ def make_benchmark(
 def benchmark():
     RNGManager.set_random_seeds(0)
     return make_benchmark()
+
+
+def make_lucir_bdr(*plugins, backbone=None, **kwargs):
+    """A tiny LUCIR+BDR (1 epoch, batch 16, 5 exemplars per class) with
+    hyper-parameters away from the defaults; ``plugins`` run after its own."""
+    from bdr_avalanche import LUCIR
+    from bdr_avalanche.models import SmallCNN
+    from bdr_avalanche.protocol import make_evaluator
+
+    return LUCIR(
+        backbone=SmallCNN(in_channels=3, width=8) if backbone is None else backbone,
+        train_epochs=1,
+        train_mb_size=16,
+        eval_mb_size=64,
+        mem_per_class=5,
+        bdr=True,
+        m1=0.7,
+        m2=0.6,
+        bdr_momentum=0.9,
+        tau=1.5,
+        device="cpu",
+        plugins=list(plugins),
+        evaluator=make_evaluator(),
+        **kwargs,
+    )

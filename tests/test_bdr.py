@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
 from avalanche.training.plugins import ReplayPlugin
+from conftest import make_lucir_bdr
 from probe import Probe
 
-from bdr_avalanche import LUCIR, BDRPlugin, HerdingBuffer
-from bdr_avalanche.models import SmallCNN
+from bdr_avalanche import BDRPlugin, HerdingBuffer
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 
@@ -40,25 +40,6 @@ def class_scatter(features, labels, num_classes):
         f = features[labels == c].double()
         out.append(((f - f.mean(0)) ** 2).sum(1).mean().item() if len(f) else 0.0)
     return out
-
-
-def make_lucir_bdr(*plugins, **kwargs) -> LUCIR:
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        mem_per_class=5,
-        bdr=True,
-        m1=0.7,
-        m2=0.6,
-        bdr_momentum=0.9,
-        tau=1.5,
-        device="cpu",
-        plugins=list(plugins),
-        evaluator=make_evaluator(),
-        **kwargs,
-    )
 
 
 def test_adjustment_in_training_not_in_evaluation(benchmark):

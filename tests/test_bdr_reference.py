@@ -27,13 +27,12 @@ import types
 
 import pytest
 import torch
-from conftest import AddConstant, make_benchmark
+from conftest import AddConstant, make_benchmark, make_lucir_bdr
 from probe import Probe
 from torch.testing import assert_close
 
-from bdr_avalanche import LUCIR, BDRPlugin
+from bdr_avalanche import BDRPlugin
 from bdr_avalanche.models import SmallCNN
-from bdr_avalanche.protocol import make_evaluator
 
 
 def _vec(row) -> list[float]:
@@ -266,21 +265,7 @@ def test_phase_start_measures_augmented_training_data_in_eval_mode():
         )
         raise _StopTraining
 
-    strategy = LUCIR(
-        backbone=spy,
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        mem_per_class=5,
-        bdr=True,
-        m1=0.7,
-        m2=0.6,
-        bdr_momentum=0.9,
-        tau=1.5,
-        device="cpu",
-        plugins=[Probe(before_training_exp=at_start)],
-        evaluator=make_evaluator(),
-    )
+    strategy = make_lucir_bdr(Probe(before_training_exp=at_start), backbone=spy)
     strategy.train(benchmark.train_stream[0])
     spy.calls.clear()  # herding's extraction after experience 0
     with pytest.raises(_StopTraining):
