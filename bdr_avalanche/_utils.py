@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +25,7 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "frozen_copy",
+    "nan_to_none",
     "get_submodule",
 ]
 
@@ -112,3 +115,13 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     old.eval()
     old.requires_grad_(False)
     return old
+
+
+def nan_to_none(value: Any) -> Any:
+    """``value`` with NaN floats (also inside lists) replaced by ``None``,
+    for JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return value

@@ -24,7 +24,6 @@ pass:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from avalanche.evaluation.metric_results import MetricResult
 from avalanche.models import IncrementalClassifier
 from torch import Tensor, nn
 
-from ._utils import check_positive_int
+from ._utils import check_positive_int, nan_to_none
 from .distributed import sum_over_ranks
 from .models.cosine import CosineIncrementalClassifier
 from .plugins.bdr import BDRPlugin
@@ -706,15 +705,7 @@ class DiagnosticMetrics:
                 for t in experiences
             ],
             "last_layer": [
-                {k: _nan_to_none(v) for k, v in r.to_dict().items()}
+                {k: nan_to_none(v) for k, v in r.to_dict().items()}
                 for r in sorted(self.last_layer.records, key=lambda r: r.experience)
             ],
         }
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value

@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ._utils import nan_to_none  # noqa: E402
 from .protocol import IncrementalResults  # noqa: E402
 
 if TYPE_CHECKING:
@@ -66,14 +67,6 @@ SUMMARY_COLUMNS = {
 }
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -89,17 +82,17 @@ def run_summary(
     """The JSON-ready record of a run's results."""
     return {
         "classes_seen": list(classes_seen),
-        "accuracy_matrix": _nan_to_none(results.accuracy_matrix.tolist()),
+        "accuracy_matrix": nan_to_none(results.accuracy_matrix.tolist()),
         "seen_accuracy": list(results.seen_accuracy),
         "average_incremental_accuracy": results.average_incremental_accuracy,
         "last_accuracy": results.last_accuracy,
         "forgetting": results.forgetting,
-        "old_accuracy": _nan_to_none(list(results.old_accuracy)),
+        "old_accuracy": nan_to_none(list(results.old_accuracy)),
         "new_accuracy": list(results.new_accuracy),
-        "old_to_new": _nan_to_none(list(results.old_to_new)),
-        "last_old_accuracy": _nan_to_none(results.old_accuracy[-1]),
+        "old_to_new": nan_to_none(list(results.old_to_new)),
+        "last_old_accuracy": nan_to_none(results.old_accuracy[-1]),
         "last_new_accuracy": results.new_accuracy[-1],
-        "last_old_to_new": _nan_to_none(results.old_to_new[-1]),
+        "last_old_to_new": nan_to_none(results.old_to_new[-1]),
         "experience_time_s": list(experience_times),
         "wall_time_s": float(sum(experience_times)),
     }
@@ -171,17 +164,24 @@ def _matrix(summary: Mapping[str, Any]) -> np.ndarray:
     )
 
 
-def plot_accuracy_matrices(runs: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    """One heatmap of ``A[t, j]`` (accuracy on experience ``j``'s classes
-    after experience ``t``, in %) per run, side by side."""
-    n = len(runs)
-    cols = min(n, 4)
+def _panel_grid(n: int, max_cols: int, panel_size: tuple[float, float]):
+    """A figure with ``n`` panels, at most ``max_cols`` a row; unused axes
+    are hidden."""
+    cols = min(n, max_cols)
     rows = math.ceil(n / cols)
+    width, height = panel_size
     fig, axes = plt.subplots(
-        rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False
     )
     for ax in axes.flat[n:]:
         ax.axis("off")
+    return fig, axes
+
+
+def plot_accuracy_matrices(runs: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """One heatmap of ``A[t, j]`` (accuracy on experience ``j``'s classes
+    after experience ``t``, in %) per run, side by side."""
+    fig, axes = _panel_grid(len(runs), 4, (4.2, 3.8))
     for ax, (title, summary) in zip(axes.flat, runs.items(), strict=False):
         matrix = 100 * _matrix(summary)
         image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
@@ -384,14 +384,7 @@ def plot_prior_trace(
     """BDR's prior of each class over the training steps, one panel per
     experience with a trace: old classes in blues, new ones in oranges
     (thin: each class; thick: their mean)."""
-    n = len(records)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False
-    )
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = _panel_grid(len(records), 3, (4.6, 3.6))
     for ax, record in zip(axes.flat, records, strict=False):
         steps = record.steps.numpy()
         prior = record.prior.numpy()

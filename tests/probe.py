@@ -29,6 +29,9 @@ class Probe(SupervisedPlugin):
     def before_training_epoch(self, strategy, **kwargs):
         self._run("before_training_epoch", strategy)
 
+    def after_training_epoch(self, strategy, **kwargs):
+        self._run("after_training_epoch", strategy)
+
     def before_forward(self, strategy, **kwargs):
         self._run("before_forward", strategy)
 

@@ -33,7 +33,6 @@ samples, 1 epoch, batches of 10, memories of 10 to 20 samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +55,7 @@ from avalanche.training.supervised import (
     Replay,
 )
 from conftest import make_benchmark
+from probe import Probe as Checks
 from torch import Tensor, nn
 
 from bdr_avalanche import LUCIR, BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
@@ -144,33 +144,6 @@ def strategy_loss(strategy, offset: Tensor | float) -> Tensor:
 
 class Stop(Exception):
     """Ends a run once the checks have what they need."""
-
-
-class Checks(SupervisedPlugin):
-    """Calls ``checks[event](strategy)``; placed after the plugin under test."""
-
-    def __init__(self, **checks: Callable) -> None:
-        super().__init__()
-        self.checks = checks
-
-    def _run(self, event, strategy):
-        if event in self.checks:
-            self.checks[event](strategy)
-
-    def before_training_exp(self, strategy, **kwargs):
-        self._run("before_training_exp", strategy)
-
-    def before_forward(self, strategy, **kwargs):
-        self._run("before_forward", strategy)
-
-    def after_forward(self, strategy, **kwargs):
-        self._run("after_forward", strategy)
-
-    def before_backward(self, strategy, **kwargs):
-        self._run("before_backward", strategy)
-
-    def after_training_epoch(self, strategy, **kwargs):
-        self._run("after_training_epoch", strategy)
 
 
 # -- the strategies ---------------------------------------------------------
