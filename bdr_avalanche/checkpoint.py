@@ -18,7 +18,6 @@ identifiers.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from avalanche.evaluation.metrics.forgetting_bwt import Forgetting
 from avalanche.training.plugins import EvaluationPlugin
+
+from ._atomic import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -121,19 +122,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
 
     :return: whether the checkpoint was written.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as file:
+        with atomic_write(path, "wb") as file:
             torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         log.error(
             "could not write the checkpoint %s (%s); keeping the last one", path, err
         )
-        tmp.unlink(missing_ok=True)
         return False
     return True
 

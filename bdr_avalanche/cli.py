@@ -58,8 +58,9 @@ def _add_config_options(
     from .config import ExperimentConfig
 
     group = parser.add_argument_group(
-        "configuration keys (override the config files; values are YAML: "
-        "5, 0.1, true, null, [80,120] or 80,120)"
+        "configuration keys (override the config files; each value is read "
+        "by its key's type: 5, 0.1, true/false, text as written; lists as "
+        "[80,120] or 80,120; an empty value gives an optional key its default)"
     )
     for f in fields(ExperimentConfig):
         if f.name in skip:
@@ -136,7 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bdr-avalanche`` console script."""
+    """Entry point of the ``bdr-avalanche`` console script.
+
+    Exit status: 0 done; 1 the run failed (data, checkpoint, a file that
+    cannot be written, a non-finite loss); 2 bad input (options, config
+    files, a results folder that is not ours or is in use); 130 / 143
+    interrupted by SIGINT / SIGTERM (run the same command to resume). Each
+    error is one line on stderr.
+    """
+    from .interrupt import Interrupted, catch_signals
+
+    try:
+        with catch_signals():
+            return _main(argv)
+    except Interrupted as err:
+        sys.stderr.write(f"bdr-avalanche: {err.message()}\n")
+        sys.stderr.flush()
+        return err.exit_status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     for message, category, module in _IMPORT_WARNINGS:
         warnings.filterwarnings("ignore", message, category, module)
     parser = build_parser()
@@ -156,11 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from ._atomic import WriteError
     from .benchmarks import DatasetError
     from .checkpoint import CheckpointError
     from .config import ConfigError, load_config, parse_value
     from .distributed import launched_by_torchrun, shutdown
     from .plugins import NonFiniteLossError
+    from .run_folder import RunFolderError
     from .runner import RunExistsError, run_comparison, run_experiment
 
     try:
@@ -176,9 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             names = [m.strip() for m in methods.split(",") if m.strip()]
             run_comparison(cfg, names, overwrite=overwrite)
-    except ConfigError as err:
-        parser.exit(2, f"bdr-avalanche: error: {err}\n")
-    except (DatasetError, RunExistsError, CheckpointError, NonFiniteLossError) as err:
+    except (ConfigError, RunFolderError) as err:
+        parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
+    except (
+        DatasetError,
+        RunExistsError,
+        CheckpointError,
+        NonFiniteLossError,
+        WriteError,
+    ) as err:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
     finally:
         shutdown()
@@ -191,7 +219,7 @@ def _one_line(err: Exception) -> str:
     text = str(err).strip()
     if "Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text
+    return " ".join(text.split())  # one line, whatever the message holds
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ the ``HPARAMS`` of :class:`~bdr_avalanche.LUCIR` (see
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -128,7 +130,7 @@ class ExperimentConfig:
         1993,
         "seed of the training RNGs (Python, NumPy, torch); under torchrun each "
         "process adds its rank",
-        kind="non_negative_int",
+        kind="seed",
     )
     # -- data
     dataset: str = _opt(
@@ -161,7 +163,7 @@ class ExperimentConfig:
         1993,
         "class order = numpy RandomState(seed).permutation (1993: iCaRL's); "
         "digits: also the seed of its train/test split",
-        kind="non_negative_int",
+        kind="seed",
     )
     resolution: int | None = _opt(
         None,
@@ -270,6 +272,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), _field_types()[f.name])
+        if self.name is not None:
+            _check_name(self.name)
         for key, choices in _CHOICES.items():
             value = getattr(self, key)
             if value is not None and value not in choices:
@@ -369,46 +373,259 @@ def _type_name(hint: Any) -> str:
     return hint.__name__
 
 
+_NOT_PORTABLE = ':*?"<>|'
+"""Characters that some file systems do not allow in a file name."""
+_NO_LINE = ("Cc", "Cs", "Zl", "Zp")
+"""Unicode categories refused in a name: control characters, bytes that
+were not text (surrogates) and line breaks."""
+
+
+def _check_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is one portable folder
+    name: the run's (or the comparison's) results folder."""
+    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    bad = sorted({ch for ch in name if ch in _NOT_PORTABLE})
+    if name in ("", ".", ".."):
+        problem = f"it may not be {name!r}" if name else "it may not be empty"
+    elif any(ch in seps for ch in name):
+        problem = "it may not contain '/' or '\\'"
+    elif any(unicodedata.category(ch) in _NO_LINE for ch in name):
+        problem = "it may not contain control characters or line breaks"
+    elif bad:
+        problem = (
+            f"it may not contain {' or '.join(map(repr, bad))}, which some "
+            f"file systems refuse (none of {_NOT_PORTABLE})"
+        )
+    elif len(name.encode("utf-8", "surrogatepass")) > 255:
+        problem = "it may not be longer than 255 bytes"
+    else:
+        return
+    raise ConfigError(
+        f"name={name!r} is not allowed: it must be one folder name; {problem}"
+    )
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_NULL = ("null", "none", "")
+
+
 def parse_value(key: str, text: str) -> Any:
-    """Parse a command-line value as YAML (``5``, ``0.1``, ``true``,
-    ``null``, ``[80, 120]``); lists may also be given as ``80,120``."""
-    hint = _field_types()[key]
-    value = yaml.safe_load(text) if text.strip() else None
-    is_list = "list" in _type_name(hint)
-    if is_list and not isinstance(value, list):
-        value = [] if value is None else [yaml.safe_load(v) for v in text.split(",")]
-    if (
-        _type_name(hint).startswith("str")
-        and not isinstance(value, str)
-        and value is not None
-    ):
-        value = text  # e.g. a run name that looks like a number
+    """Parse a command-line value by the type of ``key``.
+
+    Text keys take the text as it is (``null``, ``~``, ``run #2`` and
+    ``a: b`` are text); for a text key that may be null, the empty text
+    means null (the default). Numbers are read by ``int`` or ``float``
+    (``1e-3``), booleans from true/false, yes/no, on/off, 1/0; keys that
+    may be null also take null, none or the empty text. Lists are a YAML
+    flow list ``[80, 120]`` or comma-separated ``80,120``, each item read
+    by the item type. Raise :class:`ConfigError` (one line) when the text
+    is not of the key's type; ranges are checked by :class:`ExperimentConfig`.
+    """
+    hints = _field_types()
+    if key not in hints:
+        raise ConfigError(f"unknown key {key!r}; see --help")
+    return _parse(key, text, hints[key])
+
+
+def _parse(key: str, text: str, hint: Any) -> Any:
+    """``text`` as a value of the type ``hint``, for key ``key``."""
+    args = typing.get_args(hint)
+    optional = _is_union(hint) and type(None) in args
+    if optional:
+        others = [h for h in args if h is not type(None)]
+        hint = others[0] if len(others) == 1 else hint
+    if hint is str:
+        return None if optional and text == "" else text
+    if optional and text.strip().lower() in _NULL:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return _parse_list(key, text, typing.get_args(hint)[0])
+    if hint is dict or origin is dict:
+        return _parse_mapping(key, text)
+    try:
+        return _parse_scalar(text, hint)
+    except ValueError as err:
+        null = ", or null, none or an empty value for the default" if optional else ""
+        raise ConfigError(f"{key}={text!r} {err}{null}") from None
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _parse_scalar(text: str, hint: Any) -> Any:
+    """``text`` as a ``hint`` (str, int, float or bool); ``ValueError``
+    with what was expected when it is not one."""
+    if hint is str:
+        return text
+    if hint is bool:
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        pairs = ", ".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE, strict=True))
+        raise ValueError(f"is not a boolean; expected one of {pairs}")
+    if hint is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError("is not an integer; expected int") from None
+    if hint is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError(
+                "is not a number; expected float (e.g. 0.1 or 1e-3)"
+            ) from None
+    return text  # a type without a parser of its own: checked by the config
+
+
+def _parse_list(key: str, text: str, item: Any) -> list[Any]:
+    """A YAML flow list (``[80, 120]``) or comma-separated items, each
+    item read by ``_parse_scalar`` as an ``item`` (text items literally)."""
+    form = f"expected a list of {_type_name(item)} as [a, b] or a,b"
+    body = text.strip()
+    if body.startswith("["):
+        try:
+            node = yaml.compose(body, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"{key}={text!r} is not a list: {_yaml_problem(err, lines=False)}; "
+                + form
+            ) from None
+        if not isinstance(node, yaml.SequenceNode) or not all(
+            isinstance(n, yaml.ScalarNode) for n in node.value
+        ):
+            raise ConfigError(f"{key}={text!r} is not a list of single values; {form}")
+        items = [n.value for n in node.value]
+    else:
+        items = [part.strip() for part in body.split(",")]
+        items = [part for part in items if part]
+    values = []
+    for part in items:
+        try:
+            values.append(_parse_scalar(part, item))
+        except ValueError as err:
+            raise ConfigError(f"{key}={text!r}: item {part!r} {err}") from None
+    return values
+
+
+def _parse_mapping(key: str, text: str) -> dict[Any, Any]:
+    """A YAML mapping, e.g. ``{a: 1, b: 2}``; ``{}`` for the empty text."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"{key}={text!r} is not a mapping: {_yaml_problem(err, lines=False)}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}={text!r} is not a mapping; expected {{key: value}}")
     return value
 
 
+def _yaml_problem(err: yaml.YAMLError, lines: bool = True) -> str:
+    """A YAML error in one line (``str(err)`` quotes the text over several):
+    what is wrong and where (``lines``: the line too, else the column)."""
+    if isinstance(err, yaml.reader.ReaderError):
+        char = err.character
+        code = char if isinstance(char, int) else ord(char[:1] or "\0")
+        return (
+            f"the character #x{code:04x} (at character {err.position + 1}) "
+            "is not allowed in YAML"
+        )
+    if isinstance(err, yaml.MarkedYAMLError):
+        parts = [p for p in (err.context, err.problem) if p]
+        text = _one_line(": ".join(parts) or type(err).__name__)
+        mark = err.problem_mark or err.context_mark
+        if mark is not None:
+            where = f"line {mark.line + 1}, " if lines else ""
+            text += f" ({where}column {mark.column + 1})"
+        return text
+    return _one_line(str(err)) or type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show(path: Path | str) -> str:
+    """A path for a message: as it is, or quoted when it holds characters
+    (a line break) that would not print on one line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"config {path} inherits from itself")
+    """The keys of the YAML file ``path`` over those of the files it
+    inherits; ``seen``: the files that inherit it, innermost last."""
+    by = f" (inherited by {_show(seen[-1])})" if seen else ""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        path = path.resolve()
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ConfigError(
+            f"config file {_show(path)}{by} cannot be read: {_os_problem(err)}"
+        ) from None
+    what = f"config file {_show(path)}{by}"
+    if path in seen:
+        raise ConfigError(f"config {_show(path)} inherits from itself")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} is a folder, not a YAML file") from None
+    except PermissionError:
+        raise ConfigError(f"{what} cannot be read: permission denied") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{what} is not a YAML text file: byte {err.start + 1} is not UTF-8"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{what} cannot be read: {_os_problem(err)}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{what} is not valid YAML: {_yaml_problem(err)}") from None
+    if data is None:  # an empty file, or only comments
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        raise ConfigError(f"{what} must hold a mapping of keys to values")
     parents = data.pop("inherit", [])
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(
+            f"{what}: inherit={parents!r} is not allowed; it must be a file name "
+            "or a list of file names"
+        )
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
+    for parent in parents:
         merged.update(_read_yaml(path.parent / parent, (*seen, path)))
-    unknown = sorted(set(data) - {f.name for f in fields(ExperimentConfig)})
+    unknown = _unknown(data)
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in {path}; see --help for the keys"
+            f"unknown key(s) {unknown} in {_show(path)}; see --help for the keys"
         )
     merged.update(data)
     return merged
+
+
+def _os_problem(err: BaseException) -> str:
+    """An ``OSError``'s reason (without the path it repeats), in one line."""
+    reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return _one_line(reason)
+
+
+def _unknown(values: Mapping[Any, Any]) -> str:
+    """The keys of ``values`` that are not config keys, for a message
+    (``""``: none)."""
+    keys = {f.name for f in fields(ExperimentConfig)}
+    unknown = [k if isinstance(k, str) and k.isprintable() else repr(k)
+               for k in values if k not in keys]  # fmt: skip
+    return ", ".join(sorted(unknown))
 
 
 def load_config(
@@ -420,9 +637,9 @@ def load_config(
     for file in files:
         values.update(_read_yaml(Path(file)))
     values.update(overrides or {})
-    unknown = sorted(set(values) - {f.name for f in fields(ExperimentConfig)})
+    unknown = _unknown(values)
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; see --help")
+        raise ConfigError(f"unknown key(s) {unknown}; see --help")
     return ExperimentConfig(**{k: _float_from_text(k, v) for k, v in values.items()})
 
 

@@ -33,6 +33,22 @@ def _check_non_negative_int(name: str, value: int) -> int:
     return check_positive_int(name, value, minimum=0)
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed NumPy's ``RandomState`` accepts."""
+
+
+def _check_seed(name: str, value: int) -> int:
+    """Raise ``ValueError`` unless ``value`` is an integer in
+    ``[0, SEED_MAX]``, the seeds NumPy's ``RandomState`` accepts."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= SEED_MAX
+    ):
+        raise ValueError(f"{name} must be an integer in [0, {SEED_MAX}], got {value!r}")
+    return value
+
+
 def _check_milestones(name: str, value: Sequence[int]) -> list[int]:
     """Raise ``ValueError`` unless ``value`` is a sequence of increasing
     integers ``>= 1``."""
@@ -65,6 +81,7 @@ KINDS: dict[str, Kind] = {
     "positive_int": Kind(">= 1", check_positive_int),
     "non_negative_int": Kind(">= 0", _check_non_negative_int),
     "milestones": Kind("a list of increasing epochs >= 1", _check_milestones),
+    "seed": Kind(f"in [0, {SEED_MAX}]", _check_seed),
 }
 """The ranges a hyper-parameter may have, by name."""
 

@@ -217,7 +217,8 @@ class RunLoggers:
         if cfg.interactive:
             self.loggers.append(InteractiveLogger())
         if cfg.text_log:
-            file = open(run_dir / "log.txt", "a")  # noqa: SIM115 - closed in close()
+            # line-buffered: what the log says is on disk, even after SIGKILL
+            file = open(run_dir / "log.txt", "a", buffering=1)  # noqa: SIM115
             self._files.append(file)
             if resume_after is not None:
                 print(f"-- resumed after experience {resume_after - 1}", file=file)
@@ -266,12 +267,23 @@ class RunLoggers:
             artifact.add_file(str(file))
         run.log_artifact(artifact)
 
+    def flush(self) -> None:
+        """Write what the file loggers hold to disk."""
+        for file in self._files:
+            file.flush()
+        for logger in self.loggers:
+            if isinstance(logger, TensorboardLogger):
+                logger.writer.flush()
+
     def close(self) -> None:
+        """Flush and close the files; finish the wandb run."""
         for file in self._files:
             file.close()
         for logger in self.loggers:
             if isinstance(logger, TensorboardLogger):
                 logger.writer.close()
+            elif isinstance(logger, CSVLogger):
+                logger.close()
         if self.wandb is not None:
             self.wandb.close()
             self.wandb = None

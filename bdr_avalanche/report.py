@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ._atomic import atomic_write, write_text  # noqa: E402
 from ._utils import nan_to_none  # noqa: E402
 from .protocol import IncrementalResults  # noqa: E402
 
@@ -68,10 +68,17 @@ SUMMARY_COLUMNS = {
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as JSON atomically (temporary file, fsync, rename)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _save_figure(fig: plt.Figure, path: Path) -> None:
+    """Save ``fig`` as PNG atomically and close it."""
+    try:
+        with atomic_write(path, "wb") as file:
+            fig.savefig(file, format="png", dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def run_summary(
@@ -103,13 +110,13 @@ def write_run(run_dir: Path, summary: Mapping[str, Any], title: str) -> list[Pat
     matrix = _matrix(summary)
     n = len(matrix)
     matrix_csv = run_dir / "accuracy_matrix.csv"
-    with open(matrix_csv, "w", newline="") as file:
+    with atomic_write(matrix_csv, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["after_experience", *[f"exp{j}" for j in range(n)]])
         for t, row in enumerate(matrix):
             writer.writerow([t, *[_fmt(v) for v in row]])
     phases_csv = run_dir / "phases.csv"
-    with open(phases_csv, "w", newline="") as file:
+    with atomic_write(phases_csv, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(
             [
@@ -206,8 +213,7 @@ def plot_accuracy_matrices(runs: Mapping[str, Mapping[str, Any]], path: Path) ->
         ax.set_ylabel("after experience")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_accuracy_curves(
@@ -231,8 +237,7 @@ def plot_accuracy_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def write_comparison(
@@ -244,7 +249,7 @@ def write_comparison(
     """Write the comparison table (markdown and CSV) and figures of
     ``runs`` (method -> results summary); return the files written."""
     table_csv = out_dir / "comparison.csv"
-    with open(table_csv, "w", newline="") as file:
+    with atomic_write(table_csv, newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["method", *SUMMARY_COLUMNS])
         for method, summary in runs.items():
@@ -264,7 +269,7 @@ def write_comparison(
         lines += ["", "Memory of each method:", ""]
         lines += [f"- **{m}**: {text}" for m, text in notes.items() if m in runs]
     table_md = out_dir / "comparison.md"
-    table_md.write_text("\n".join(lines) + "\n")
+    write_text(table_md, "\n".join(lines) + "\n")
     curves = out_dir / "accuracy_curves.png"
     plot_accuracy_curves(runs, curves, title)
     matrices = out_dir / "accuracy_matrices.png"
@@ -374,8 +379,7 @@ def plot_memory_gradient_share(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_prior_trace(
@@ -413,8 +417,7 @@ def plot_prior_trace(
     if title:
         fig.suptitle(f"BDR prior: {title}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def save_prior_trace(records: Sequence[PriorTraceRecord], path: Path) -> None:
@@ -426,7 +429,7 @@ def save_prior_trace(records: Sequence[PriorTraceRecord], path: Path) -> None:
         arrays[f"exp{r.experience}_prior"] = r.prior.numpy()
         arrays[f"exp{r.experience}_old_classes"] = np.asarray(r.old_classes, int)
         arrays[f"exp{r.experience}_new_classes"] = np.asarray(r.new_classes, int)
-    with open(path, "wb") as file:
+    with atomic_write(path, "wb") as file:
         np.savez_compressed(file, **arrays)
 
 
@@ -477,5 +480,4 @@ def plot_last_layer(
     axes[0].legend(fontsize=7)
     fig.suptitle(f"last layer{': ' + title if title else ''}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)

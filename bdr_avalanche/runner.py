@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, distributed
+from ._atomic import atomic_write, write_text
 from .augment import BatchAugment
 from .baselines import MEMORY_MATCHING, make_baseline
 from .benchmarks import (
@@ -61,6 +61,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import METHODS, OUR_METHODS, ConfigError, ExperimentConfig
+from .interrupt import Interrupted, deferred
 from .loggers import RunLoggers
 from .metrics import DiagnosticMetrics
 from .models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
@@ -73,6 +74,7 @@ from .report import (
     write_json,
     write_run,
 )
+from .run_folder import RunFolder
 from .strategy import LUCIR
 
 __all__ = [
@@ -339,17 +341,12 @@ def _previous_run(
     """What ``run_dir`` already holds: raises if it is a finished run (and
     not ``overwrite``) or a checkpoint of another configuration; returns the
     checkpoint to resume from, if any."""
-    if overwrite or not run_dir.exists():
+    if overwrite:
         return None
     if (run_dir / "results.json").exists():
         raise RunExistsError(
             f"{run_dir} already holds a finished run; pass --overwrite to start it "
             "again, or choose another name/output_dir"
-        )
-    if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
-        raise RunExistsError(
-            f"{run_dir} exists and is not a bdr-avalanche results folder (no "
-            "config.yaml); choose another name/output_dir"
         )
     path = run_dir / CHECKPOINT_FILE
     if not path.exists():
@@ -413,6 +410,12 @@ def _without_logging(cfg: ExperimentConfig) -> ExperimentConfig:
     )
 
 
+def _seed(value: int) -> int:
+    """``value`` in NumPy's seed range [0, 2**32 - 1] (a seed near the top
+    of the range plus a rank or an offset wraps around)."""
+    return value % 2**32
+
+
 def _restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
     """Each process's random state at the checkpoint. A run resumed on
     another number of processes than it was saved from cannot restore the
@@ -428,7 +431,7 @@ def _restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
         len(states),
         distributed.world_size(),
     )
-    RNGManager.set_random_seeds(fallback_seed + distributed.rank())
+    RNGManager.set_random_seeds(_seed(fallback_seed + distributed.rank()))
 
 
 def _restore_diagnostics(
@@ -455,12 +458,14 @@ def _restore_diagnostics(
     load_evaluator_state(evaluator, saved)
 
 
-def _prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool) -> None:
-    if run_dir.exists() and not resume:
-        log.info("starting %s afresh", run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def _start_afresh(folder: RunFolder, cfg: ExperimentConfig) -> None:
+    """Empty ``folder`` (ours, locked) and write the run's configuration."""
+    if not folder.is_bare():
+        log.info("starting %s afresh", folder.path)
+    folder.clear()
+    write_text(
+        folder.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    )
 
 
 def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, Any]:
@@ -468,34 +473,83 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     (also saved as ``results.json``).
 
     The configuration is validated (:func:`validate`, the device) before
-    any data is read. For our methods a checkpoint (``checkpoint.pt``) is
-    written after every experience but the last; running the same
-    configuration again on the same folder resumes after the last finished
-    experience and gives the same results as an uninterrupted run (keys in
+    any data is read. The results folder is ``output_dir/name``; it is
+    locked for the whole run, and only a folder that this tool created
+    (see :mod:`bdr_avalanche.run_folder`) is written into, emptied or
+    deleted. For our methods a checkpoint (``checkpoint.pt``) is written
+    after every experience but the last; running the same configuration
+    again on the same folder resumes after the last finished experience
+    and gives the same results as an uninterrupted run (keys in
     :data:`~bdr_avalanche.config.RUNTIME_KEYS` may change; others raise
-    :class:`CheckpointError`). ``overwrite`` deletes the folder and starts
-    again. A run that fails before its first checkpoint leaves no folder.
-    Avalanche's baselines are not checkpointed: an interrupted one starts
-    again from its first experience.
+    :class:`CheckpointError`). ``overwrite`` empties the folder and starts
+    again. A run that fails or is interrupted before its first checkpoint
+    leaves no folder (an empty folder it was given stays, empty). Every
+    results file is written atomically. Avalanche's baselines are not
+    checkpointed: an interrupted one starts again from its first
+    experience.
     """
     cfg = cfg.resolved()
     device = _process_device(cfg)
     validate(cfg)
-    main = distributed.is_main_process()
     run_dir = Path(cfg.output_dir) / cfg.name
-    checkpoint = _previous_run(run_dir, cfg, overwrite)
-    distributed.barrier()  # every process has read the folder before it changes
+    folder = RunFolder.open(run_dir, "run") if distributed.is_main_process() else None
+    progress = {"experience": 0, "saved": 0}  # in progress; resumable from
+    checkpoint, fresh = None, False
+    try:
+        checkpoint = _previous_run(run_dir, cfg, overwrite)
+        if checkpoint is not None:
+            progress["experience"] = progress["saved"] = len(checkpoint["times"])
+        distributed.barrier()  # every process has read the folder before it changes
+        # Config and data errors surface before any file is written.
+        backbone = build_backbone(cfg)
+        benchmark = build_benchmark(cfg)
+        if folder is not None and checkpoint is None:
+            fresh = True
+            _start_afresh(folder, cfg)
+        summary = _train(
+            cfg, device, run_dir, backbone, benchmark, checkpoint, progress
+        )
+    except BaseException as err:
+        if isinstance(err, Interrupted) and err.experience is None:
+            err.experience, err.resume_from = progress["experience"], progress["saved"]
+        if folder is not None:
+            finished = (run_dir / "results.json").exists() and fresh
+            if fresh and not progress["saved"] and not finished:
+                # nothing to resume: leave no half-written folder behind
+                folder.discard(delete=folder.created or overwrite)
+            elif checkpoint is None and not fresh and folder.created:
+                folder.discard(delete=True)  # failed before writing anything
+        raise
+    finally:
+        if folder is not None:
+            folder.close()
+    log.info(
+        "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
+        cfg.name,
+        100 * summary["average_incremental_accuracy"],
+        100 * summary["last_accuracy"],
+        100 * summary["forgetting"],
+    )
+    return summary
+
+
+def _train(
+    cfg: ExperimentConfig,
+    device: torch.device,
+    run_dir: Path,
+    backbone: nn.Module,
+    benchmark,
+    checkpoint: dict[str, Any] | None,
+    progress: dict[str, int],
+) -> dict[str, Any]:
+    """Train and evaluate the (resolved) ``cfg`` into its prepared folder;
+    ``progress`` follows the experience in progress and the last saved."""
+    main = distributed.is_main_process()
     # one seed per process: their augmentations must not repeat each other
-    RNGManager.set_random_seeds(cfg.seed + distributed.rank())
-    # Config and data errors surface before any file is written.
-    backbone = build_backbone(cfg)
-    benchmark = build_benchmark(cfg)
+    RNGManager.set_random_seeds(_seed(cfg.seed + distributed.rank()))
     classes = [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
     classes_seen = [sum(classes[: t + 1]) for t in range(len(classes))]
-
     done = 0 if checkpoint is None else len(checkpoint["times"])
-    if main:
-        _prepare_run_dir(run_dir, cfg, resume=checkpoint is not None)
     loggers = RunLoggers(
         cfg if main else _without_logging(cfg),
         run_dir,
@@ -532,26 +586,27 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
 
         def after_experience(t: int, results: IncrementalResults) -> None:
             times.append(time.perf_counter() - clock[0])
-            if cfg.save_models and main:
-                models = run_dir / "models"
-                models.mkdir(exist_ok=True)
-                torch.save(strategy.model.state_dict(), models / f"exp_{t:02d}.pt")
-            if checkpointed and t + 1 < len(classes):
-                # every process takes part; rank 0 saves everyone's state
-                rank_rng = distributed.gather_objects(rng_state())
-                if main:
-                    state = {
-                        "format": CHECKPOINT_FORMAT,
-                        "config": cfg.to_dict(),
-                        "strategy": strategy.state_dict(),
-                        "evaluator": evaluator_state(evaluator),
-                        "diagnostics": diagnostics.state_dict(),
-                        "results": results.state_dict(),
-                        "times": list(times),
-                        "wandb_id": loggers.wandb_id,
-                        "rank_rng": rank_rng,
-                    }
-                    save_checkpoint(run_dir / CHECKPOINT_FILE, state)
+            with deferred():  # a signal waits until the files are whole
+                if cfg.save_models and main:
+                    models = run_dir / "models"
+                    models.mkdir(exist_ok=True)
+                    with atomic_write(models / f"exp_{t:02d}.pt", "wb") as file:
+                        torch.save(strategy.model.state_dict(), file)
+                if checkpointed and t + 1 < len(classes):
+                    _save_checkpoint(
+                        run_dir,
+                        cfg,
+                        strategy,
+                        evaluator,
+                        diagnostics,
+                        results,
+                        times,
+                        loggers,
+                        progress,
+                        t,
+                    )
+                loggers.flush()
+                progress["experience"] = t + 1
             clock[0] = time.perf_counter()  # saving is not training time
 
         if checkpoint is not None:  # last: nothing may draw after it
@@ -584,12 +639,13 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         if not main:
             return summary
         title = f"{cfg.method} ({cfg.dataset})"
-        files = write_run(run_dir, summary, title)
-        files += write_diagnostics(
-            run_dir, summary, diagnostics.prior_trace.records, title
-        )
-        write_json(run_dir / "results.json", summary)
-        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished
+        with deferred():
+            files = write_run(run_dir, summary, title)
+            files += write_diagnostics(
+                run_dir, summary, diagnostics.prior_trace.records, title
+            )
+            write_json(run_dir / "results.json", summary)  # last: the run is done
+            (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         loggers.log_results(
             [run_dir / "results.json", *files],
             {
@@ -602,21 +658,40 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
                 )
             },
         )
-    except BaseException:
-        if main and not (run_dir / CHECKPOINT_FILE).exists():
-            # nothing to resume: leave no half-written folder behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     finally:
         loggers.close()
-    log.info(
-        "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
-        cfg.name,
-        100 * summary["average_incremental_accuracy"],
-        100 * summary["last_accuracy"],
-        100 * summary["forgetting"],
-    )
     return summary
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    strategy: LUCIR,
+    evaluator,
+    diagnostics: DiagnosticMetrics,
+    results: IncrementalResults,
+    times: Sequence[float],
+    loggers: RunLoggers,
+    progress: dict[str, int],
+    t: int,
+) -> None:
+    """Every process takes part; rank 0 saves everyone's state."""
+    rank_rng = distributed.gather_objects(rng_state())
+    if not distributed.is_main_process():
+        return
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "strategy": strategy.state_dict(),
+        "evaluator": evaluator_state(evaluator),
+        "diagnostics": diagnostics.state_dict(),
+        "results": results.state_dict(),
+        "times": list(times),
+        "wandb_id": loggers.wandb_id,
+        "rank_rng": rank_rng,
+    }
+    if save_checkpoint(run_dir / CHECKPOINT_FILE, state):
+        progress["saved"] = t + 1
 
 
 def run_comparison(
@@ -644,32 +719,69 @@ def run_comparison(
     )
     out_dir = Path(cfg.output_dir) / name
     runs: dict[str, dict[str, Any]] = {}
-    for method in methods:
-        sub = dataclasses.replace(
-            base, method=method, name=method, output_dir=str(out_dir)
+    with RunFolder.open(out_dir, "compare"):
+        for method in methods:
+            sub = dataclasses.replace(
+                base, method=method, name=method, output_dir=str(out_dir)
+            )
+            run_dir = out_dir / method
+            if not overwrite and (run_dir / "results.json").exists():
+                _check_finished_run(run_dir, sub)
+                log.info("%s: reusing the finished run in %s", method, run_dir)
+                runs[method] = read_run(run_dir)
+                continue
+            try:
+                runs[method] = run_experiment(sub, overwrite=overwrite)
+            except Interrupted as err:
+                err.where = f" of {method}"
+                raise
+        notes = {
+            m: OUR_MEMORY if m in OUR_METHODS else MEMORY_MATCHING[m] for m in runs
+        }
+        title = (
+            f"{base.dataset}: {base.n_base} base classes + {base.n_phases} phases, "
+            f"{base.backbone}, {base.epochs} epochs, {base.mem_per_class} "
+            "exemplars/class"
         )
-        run_dir = out_dir / method
-        if not overwrite and (run_dir / "results.json").exists():
-            previous = yaml.safe_load((run_dir / "config.yaml").read_text())
-            changed = sub.diff(ExperimentConfig(**previous), runtime=False)
-            if changed:
-                raise RunExistsError(
-                    f"{run_dir} holds a finished run with another configuration "
-                    f"(differs in {', '.join(sorted(changed))}); pass --overwrite "
-                    "to run it again"
-                )
-            log.info("%s: reusing the finished run in %s", method, run_dir)
-            runs[method] = read_run(run_dir)
-            continue
-        runs[method] = run_experiment(sub, overwrite=overwrite)
-    notes = {m: OUR_MEMORY if m in OUR_METHODS else MEMORY_MATCHING[m] for m in runs}
-    title = (
-        f"{base.dataset}: {base.n_base} base classes + {base.n_phases} phases, "
-        f"{base.backbone}, {base.epochs} epochs, {base.mem_per_class} exemplars/class"
-    )
-    write_comparison(runs, out_dir, title, notes)
+        with deferred():
+            write_comparison(runs, out_dir, title, notes)
     log.info("comparison written to %s", out_dir)
     return runs
+
+
+def _check_finished_run(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Raise unless the finished run in ``run_dir`` has ``cfg``'s
+    configuration (keys in :data:`~bdr_avalanche.config.RUNTIME_KEYS`
+    aside): a missing, malformed or foreign ``config.yaml`` raises
+    :class:`ConfigError`, another configuration :class:`RunExistsError`."""
+    path = run_dir / "config.yaml"
+    again = f"pass --overwrite to run {cfg.method} again"
+    try:
+        previous = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing; {again}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        problem = getattr(err, "problem", None) or getattr(err, "strerror", None)
+        raise ConfigError(
+            f"{path} cannot be read ({problem or type(err).__name__}); {again}"
+        ) from None
+    if not isinstance(previous, dict):
+        raise ConfigError(f"{path} does not hold a mapping of keys; {again}")
+    try:
+        saved = ExperimentConfig(**previous)
+    except TypeError:
+        unknown = sorted(set(previous) - set(cfg.to_dict()))
+        raise ConfigError(
+            f"{path} has unknown key(s) {', '.join(map(str, unknown))}; {again}"
+        ) from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}; {again}") from None
+    changed = cfg.diff(saved, runtime=False)
+    if changed:
+        raise RunExistsError(
+            f"{run_dir} holds a finished run with another configuration "
+            f"(differs in {', '.join(sorted(changed))}); {again}"
+        )
 
 
 def _versions() -> dict[str, str]:

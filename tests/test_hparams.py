@@ -247,6 +247,7 @@ def test_every_kind_states_its_range_when_it_refuses(kind):
         "positive_int": 0,
         "non_negative_int": -1,
         "milestones": [3, 2],
+        "seed": 2**32,
     }[kind]
     good = {"milestones": (1, 2)}.get(kind, 1)
     hp = HParam(good, "x", kind)
@@ -283,8 +284,10 @@ def test_document_hparams_puts_the_params_before_the_others():
 @pytest.mark.parametrize(
     ("key", "bad", "bound"),
     [
-        ("seed", -1, ">= 0"),
-        ("class_order_seed", -1, ">= 0"),
+        ("seed", -1, "in [0, 4294967295]"),
+        ("seed", 2**32, "in [0, 4294967295]"),
+        ("class_order_seed", -1, "in [0, 4294967295]"),
+        ("class_order_seed", 2**32, "in [0, 4294967295]"),
         ("n_base", -1, ">= 0"),
         ("n_phases", 0, ">= 1"),
         ("resolution", 0, ">= 1"),
@@ -296,7 +299,8 @@ def test_config_only_keys_state_their_range(key, bad, bound, run_help):
     """Keys no strategy owns are checked by the config, with the range that
     --help states."""
     with pytest.raises(
-        ConfigError, match=f"^{key}={bad} is not allowed; it must be {bound}$"
+        ConfigError,
+        match=f"^{key}={bad} is not allowed; it must be {re.escape(bound)}$",
     ):
         ExperimentConfig(**{key: bad})
     assert f"must be {bound}]" in run_help[key]

@@ -26,6 +26,7 @@ from bdr_avalanche.checkpoint import (
 )
 from bdr_avalanche.cli import main
 from bdr_avalanche.config import ExperimentConfig
+from bdr_avalanche.run_folder import RunFolderError
 from bdr_avalanche.runner import CHECKPOINT_FILE, RunExistsError, run_experiment
 
 # Long enough experiences (about 0.5 s each on a CPU) that the kill lands
@@ -246,6 +247,6 @@ def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
     cfg = ExperimentConfig(output_dir=str(tmp_path), **TINY)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    with pytest.raises(RunExistsError, match="not a bdr-avalanche results folder"):
+    with pytest.raises(RunFolderError, match="not a bdr-avalanche results folder"):
         run_experiment(cfg)
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"

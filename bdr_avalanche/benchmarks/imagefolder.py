@@ -10,7 +10,14 @@ A ``<root>/wnids.txt`` (as in Tiny-ImageNet), if present, must list exactly
 the class folders.
 Images are read with torchvision's ``ImageFolder``, so label ``i`` is the
 ``i``-th class folder in sorted order (WordNet ids for ImageNet data) and
-the iCaRL order is applied to those labels.
+the iCaRL order is applied to those labels. The folders are walked by
+:class:`~bdr_avalanche.benchmarks._common.FolderTree` rather than
+``os.walk(followlinks=True)``: symbolic links to folders and images
+elsewhere are followed, but a link to a folder that leads back into the
+tree (``train/c0/loop -> ..``), or above it, is skipped with a warning
+naming it, and each folder and each image counts once. The class sizes of
+:func:`imagefolder_class_sizes`, the datasets and the images decoded with
+``in_memory`` all come from that one walk.
 
 Below 224 pixels every image is decoded, shrunk (shorter side to
 ``resolution`` then a centre square) and augmented like CIFAR. With
@@ -45,8 +52,10 @@ from ._archive import extracted_root
 from ._common import (
     ICARL_SEED,
     DatasetError,
+    LinkSafeFolder,
     class_folders,
     error_reason,
+    folder_samples,
     make_stream,
     stream_layout,
 )
@@ -147,11 +156,17 @@ def split_imagefolder(
     ``in_memory`` (only below 224 pixels) decodes every image once into a
     uint8 tensor; samples are then identical to the on-the-fly ones.
 
+    Links are followed out of the tree but not back into it (see the
+    module and :class:`~bdr_avalanche.benchmarks._common.FolderTree`): a
+    skipped link is logged as a warning naming it, and each image counts
+    once however many links lead to it.
+
     :raises DatasetError: the tree (or zip) is missing, unreadable or not in
         the expected layout: a class folder missing from a split or from
-        ``<root>/wnids.txt`` (when there is one), or with no image files. An
-        image that cannot be decoded raises it too, naming the file: here
-        with ``in_memory``, else when the sample is loaded.
+        ``<root>/wnids.txt`` (when there is one), or with no image files; a
+        folder that cannot be listed, or a link to an image that leads
+        nowhere. An image that cannot be decoded raises it too, naming the
+        file: here with ``in_memory``, else when the sample is loaded.
     """
     check_positive_int("resolution", resolution)
     check_positive_int("n_base", n_base, minimum=0)
@@ -214,18 +229,24 @@ def imagefolder_class_sizes(dataset_root: str | os.PathLike) -> dict[str, int]:
     to the cache as by :func:`split_imagefolder`), counted from the file
     names without decoding any image, after the checks of the layout.
 
+    The images counted are those :func:`split_imagefolder` loads (the same
+    walk of the tree: sub-folders included, links followed out of the tree
+    but not back into it, each image once); a class without images counts 0.
+
     :raises DatasetError: as :func:`split_imagefolder` for the layout.
     """
     root = _resolve_root(dataset_root)
     classes = _check_tree(root)
-    return {
-        name: sum(
-            1
-            for entry in os.scandir(root / "train" / name)
-            if entry.is_file() and entry.name.lower().endswith(IMG_EXTENSIONS)
-        )
-        for name in classes
-    }
+    samples = folder_samples(
+        root / "train",
+        {name: index for index, name in enumerate(classes)},
+        IMG_EXTENSIONS,
+        allow_empty=True,
+    )
+    counts = [0] * len(classes)
+    for _, index in samples:
+        counts[index] += 1
+    return dict(zip(classes, counts, strict=True))
 
 
 def _resolve_root(dataset_root: str | os.PathLike) -> Path:
@@ -295,9 +316,16 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
 
 
+class _ImageFolder(LinkSafeFolder, ImageFolder):
+    """torchvision's ``ImageFolder``, its folders walked by
+    :class:`~bdr_avalanche.benchmarks._common.FolderTree`."""
+
+
 def _image_folder(folder: Path, loader: ImageLoader) -> ImageFolder:
     try:
-        return ImageFolder(str(folder), loader=loader)
+        return _ImageFolder(str(folder), loader=loader)
+    except DatasetError:
+        raise
     except (FileNotFoundError, ValueError) as err:
         # e.g. "Found no valid file for the classes n01443537. Supported ..."
         raise DatasetError(

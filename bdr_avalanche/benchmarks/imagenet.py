@@ -12,10 +12,13 @@ over the sorted WordNet ids.
 
 The datasets are Avalanche's ``ImageNet`` (the ones ``SplitImageNet``
 reads) and the stream is the same ``nc_benchmark`` call, made by
-:func:`~bdr_avalanche.benchmarks._common.make_stream`; only the image
-loader differs, :class:`~bdr_avalanche.benchmarks.imagefolder.ImageLoader`,
+:func:`~bdr_avalanche.benchmarks._common.make_stream`. Two things differ:
+the image loader, :class:`~bdr_avalanche.benchmarks.imagefolder.ImageLoader`,
 so that an image that cannot be decoded raises :class:`DatasetError`
-naming the file when it is loaded.
+naming the file when it is loaded; and the walk of the folders,
+:class:`~bdr_avalanche.benchmarks._common.FolderTree`, which follows links
+out of the tree but not back into it (skipped with a warning naming the
+link) and counts each image once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pickle
 import tarfile
 from pathlib import Path
 
-from avalanche.benchmarks.datasets import ImageNet
+from avalanche.benchmarks.datasets.imagenet.imagenet import AvalancheImageNet
 from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
 from torchvision.datasets import ImageFolder
 
@@ -34,6 +37,7 @@ from .._utils import check_positive_int
 from ._common import (
     ICARL_SEED,
     DatasetError,
+    LinkSafeFolder,
     class_folders,
     error_reason,
     make_stream,
@@ -93,12 +97,21 @@ def split_imagenet(
     )
 
 
+class _ImageNet(LinkSafeFolder, AvalancheImageNet):
+    """Avalanche's ``ImageNet`` (what its ``ImageNet()`` returns), its
+    folders walked by :class:`~bdr_avalanche.benchmarks._common.FolderTree`:
+    links are followed out of the tree but not back into it, and each image
+    counts once."""
+
+
 def _imagenet_split(root: Path, split: str) -> ImageFolder:
     """The ``split`` of ImageNet as ``SplitImageNet`` reads it (Avalanche's
     ``ImageNet``, an ``ImageFolder``), with an :class:`ImageLoader` so that a
     corrupt image raises :class:`DatasetError`."""
     try:
-        return ImageNet(str(root), split=split, loader=ImageLoader())
+        return _ImageNet(str(root), split=split, loader=ImageLoader())
+    except DatasetError:
+        raise
     except KeyError as err:  # a class folder missing from meta.bin
         raise DatasetError(
             f"{root / 'meta.bin'} does not name the class folder {err}; expected "
