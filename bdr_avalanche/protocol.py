@@ -12,6 +12,12 @@ gives the accuracy matrix ``A[t, j]`` and the reported figures:
 - per phase, the accuracy on old and on new classes and the share of
   old-class test images predicted as one of the phase's new classes (the
   bias toward new classes that BDR is meant to reduce).
+
+All of them come from the one evaluation that Avalanche runs with the
+strategy's own evaluation path (its forward, its plugins'
+``after_eval_forward``, its masking): the accuracies from Avalanche's
+metrics, the old/new breakdown from
+:class:`~bdr_avalanche.metrics.OldNewAccuracy`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from avalanche.evaluation.metrics import (
 from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
-from torch.utils.data import DataLoader
+
+from .metrics import OldNewAccuracy
 
 __all__ = ["IncrementalResults", "make_evaluator", "train_and_evaluate"]
 
@@ -58,13 +65,16 @@ def make_evaluator(
     extra_metrics: Sequence[PluginMetric] = (),
 ) -> EvaluationPlugin:
     """Avalanche metrics the protocol reads: per-experience and stream
-    accuracy and forgetting, plus the training accuracy and loss per epoch;
-    ``extra_metrics`` (e.g. :class:`bdr_avalanche.metrics.DiagnosticMetrics`'
-    ``metrics``) come after them."""
+    accuracy and forgetting, the old/new-class breakdown
+    (:class:`~bdr_avalanche.metrics.OldNewAccuracy`), plus the training
+    accuracy and loss per epoch; ``extra_metrics`` (e.g.
+    :class:`bdr_avalanche.metrics.DiagnosticMetrics`' ``metrics``) come
+    after them."""
     return EvaluationPlugin(
         accuracy_metrics(epoch=True, experience=True, stream=True),
         forgetting_metrics(experience=True, stream=True),
         loss_metrics(epoch=True),
+        OldNewAccuracy(),
         *extra_metrics,
         loggers=list(loggers),
     )
@@ -153,7 +163,8 @@ def train_and_evaluate(
     experience, and the returned results are those of the whole run.
 
     The strategy's evaluator must compute experience and stream accuracy
-    (see :func:`make_evaluator`). ``progress`` (e.g. a ``tqdm`` bar) is
+    and have an :class:`~bdr_avalanche.metrics.OldNewAccuracy` (see
+    :func:`make_evaluator`). ``progress`` (e.g. a ``tqdm`` bar) is
     advanced once per experience; ``on_experience_end(t, results)`` is
     called after experience ``t`` has been evaluated (to save the model,
     for instance). ``num_workers`` is used by the training and evaluation
@@ -172,6 +183,8 @@ def train_and_evaluate(
         results.seen_accuracy,
         results.metrics,
     )
+    if results.experiences_done < num_exp:
+        breakdown = _old_new_metric(strategy)
     for t in range(results.experiences_done, num_exp):
         experience = benchmark.train_stream[t]
         strategy.train(
@@ -189,9 +202,12 @@ def train_and_evaluate(
         matrix[t, : t + 1] = [metrics[key] for key in exp_keys]
         seen.append(float(metrics[stream_key]))
         history.append(dict(metrics))
-        old, new, old_to_new = _old_new_breakdown(
-            strategy, benchmark.test_stream[: t + 1]
-        )
+        values = breakdown.result()
+        if values is None:
+            raise RuntimeError(
+                f"OldNewAccuracy recorded no test image after experience {t}"
+            )
+        old, new, old_to_new = values
         results.old_accuracy.append(old)
         results.new_accuracy.append(new)
         results.old_to_new.append(old_to_new)
@@ -202,34 +218,14 @@ def train_and_evaluate(
     return results
 
 
-@torch.no_grad()
-def _old_new_breakdown(strategy: SupervisedTemplate, experiences) -> tuple[float, ...]:
-    """Old-class accuracy, new-class accuracy and old-to-new share, where
-    "new" are the classes of the last experience in ``experiences``.
-
-    The experiences are first given the class ids the model uses when the
-    strategy relabels them (:meth:`bdr_avalanche.LUCIR.relabelled`)."""
-    relabelled = getattr(strategy, "relabelled", None)
-    if relabelled is not None:
-        experiences = [relabelled(exp) for exp in experiences]
-    new_classes = torch.tensor(sorted(experiences[-1].classes_in_this_experience))
-    model = strategy.model
-    was_training = model.training
-    model.eval()
-    preds, labels = [], []
-    for exp in experiences:
-        loader = DataLoader(exp.dataset.eval(), batch_size=strategy.eval_mb_size)
-        for batch in loader:
-            preds.append(model(batch[0].to(strategy.device)).argmax(1).cpu())
-            labels.append(batch[1])
-    model.train(was_training)
-    pred, y = torch.cat(preds), torch.cat(labels)
-    is_new = torch.isin(y, new_classes)
-    correct = (pred == y).float()
-    nan = float("nan")
-    new_acc = correct[is_new].mean().item()
-    if is_new.all():
-        return nan, new_acc, nan
-    old_acc = correct[~is_new].mean().item()
-    old_to_new = torch.isin(pred[~is_new], new_classes).float().mean().item()
-    return old_acc, new_acc, old_to_new
+def _old_new_metric(strategy: SupervisedTemplate) -> OldNewAccuracy:
+    """The strategy's :class:`~bdr_avalanche.metrics.OldNewAccuracy`."""
+    evaluator = getattr(strategy, "evaluator", None)
+    for metric in getattr(evaluator, "metrics", ()):
+        if isinstance(metric, OldNewAccuracy):
+            return metric
+    raise ValueError(
+        "the strategy's evaluator has no OldNewAccuracy metric, from which the "
+        "old/new-class accuracies are read; build it with "
+        "bdr_avalanche.protocol.make_evaluator()"
+    )
