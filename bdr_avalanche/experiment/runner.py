@@ -37,6 +37,7 @@ from ..metrics import DiagnosticMetrics
 from ..protocol import IncrementalResults, make_evaluator, train_and_evaluate
 from ..strategy import LUCIR
 from ._atomic import atomic_write, write_text
+from .base_cache import BaseCache, base_settings
 from .checkpoint import (
     CHECKPOINT_FILE,
     previous_checkpoint,
@@ -46,7 +47,6 @@ from .checkpoint import (
     save_checkpoint,
     wrap_seed,
 )
-from .base_cache import BaseCache, base_settings
 from .config import OUR_METHODS, ExperimentConfig
 from .factories import (
     amp_dtype,
