@@ -417,10 +417,10 @@ def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
     same diagnostics as the uninterrupted run; so does one resumed from a
     checkpoint written before the diagnostics existed (without history
     for the experience before the checkpoint)."""
-    import bdr_avalanche.experiment.checkpoint as checkpoints
+    import bdr_avalanche.experiment.runner as runner
 
     cfg, _, runs = comparison
-    saved = checkpoints.save_checkpoint
+    saved = runner.save_checkpoint
 
     def save_then_stop(path, state):
         saved(path, state)
@@ -430,7 +430,7 @@ def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
         sub = ExperimentConfig(
             **{**cfg.to_dict(), "output_dir": str(tmp_path), "name": name}
         )
-        monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_stop)
+        monkeypatch.setattr(runner, "save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             run_experiment(sub)
         monkeypatch.undo()

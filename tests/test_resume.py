@@ -111,9 +111,9 @@ def test_sigkill_during_experience_2_then_resume_matches_uninterrupted(tmp_path)
 def interrupt_after(monkeypatch, experiences: int) -> None:
     """Make the run stop (as if killed) once ``experiences`` checkpoints are
     written."""
-    import bdr_avalanche.experiment.checkpoint as checkpoints
+    import bdr_avalanche.experiment.runner as runner
 
-    saved = checkpoints.save_checkpoint
+    saved = runner.save_checkpoint
     count = [0]
 
     def save_then_stop(path, state):
@@ -123,7 +123,7 @@ def interrupt_after(monkeypatch, experiences: int) -> None:
             raise KeyboardInterrupt
         return written
 
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_stop)
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ def test_comparison_writes_table_and_figures(tmp_path, caplog):
 
     # an interrupted comparison resumes: finished methods are reused
     stamp = (out / "naive" / "results.json").stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="bdr_avalanche.experiment.runner"):
+    with caplog.at_level("INFO", logger="bdr_avalanche.experiment.compare"):
         run_comparison(cfg, ["lucir_cwd_bdr", "naive"])
     assert (out / "naive" / "results.json").stat().st_mtime_ns == stamp
     assert "reusing the finished run" in caplog.text

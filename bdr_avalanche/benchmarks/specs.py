@@ -195,6 +195,8 @@ class DatasetSpec:
     like CIFAR's, and may be held in memory (``None``: not resized)."""
     min_n_base: int = 0
     """The fewest base classes its stream builder takes (digits: 1, no B0)."""
+    builtin: bool = False
+    """Shipped with the package: needs no ``dataset_root``."""
 
     @property
     def increment(self) -> int | None:
@@ -291,6 +293,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="digits",
             about="embedded, no download",
+            builtin=True,
             classes=10,
             smallest_class=None,  # counted from the split its seed draws
             n_base=4,

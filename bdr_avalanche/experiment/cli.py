@@ -1,7 +1,7 @@
 """Command line: ``bdr-avalanche run`` and ``bdr-avalanche compare``.
 
 Both read YAML config files (``-c``, later files win) and then options; the
-options are generated from :class:`~bdr_avalanche.config.ExperimentConfig`,
+options are generated from :class:`~bdr_avalanche.experiment.config.ExperimentConfig`,
 so every config key is also an option (``--dataset_root`` or
 ``--dataset-root``) and ``--help`` lists them all with their defaults.
 """

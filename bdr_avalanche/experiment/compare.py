@@ -93,7 +93,7 @@ def run_comparison(
 
 def _check_finished_run(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Raise unless the finished run in ``run_dir`` has ``cfg``'s
-    configuration (keys in :data:`~bdr_avalanche.config.RUNTIME_KEYS`
+    configuration (keys in :data:`~bdr_avalanche.experiment.config.RUNTIME_KEYS`
     aside): a missing, malformed or foreign ``config.yaml`` raises
     :class:`ConfigError`, another configuration :class:`RunExistsError`."""
     path = run_dir / "config.yaml"

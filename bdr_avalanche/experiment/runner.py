@@ -102,7 +102,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     after every experience but the last; running the same configuration
     again on the same folder resumes after the last finished experience
     and gives the same results as an uninterrupted run (keys in
-    :data:`~bdr_avalanche.config.RUNTIME_KEYS` may change; others raise
+    :data:`~bdr_avalanche.experiment.config.RUNTIME_KEYS` may change; others raise
     :class:`CheckpointError`). ``overwrite`` empties the folder and starts
     again. A run that fails or is interrupted before its first checkpoint
     leaves no folder (an empty folder it was given stays, empty). Every
@@ -181,133 +181,171 @@ def _train(
     from ``checkpoint`` if given (the run's, or the ``base`` cache's);
     ``progress`` follows the experience in progress and the last saved;
     the first experience is stored in ``base`` when it was trained."""
-    main = distributed.is_main_process()
-    classes = [len(exp.classes_in_this_experience) for exp in benchmark.train_stream]
-    classes_seen = [sum(classes[: t + 1]) for t in range(len(classes))]
     done = 0 if checkpoint is None else len(checkpoint["times"])
     loggers = RunLoggers(
-        cfg if main else _without_logging(cfg),
+        cfg if distributed.is_main_process() else _without_logging(cfg),
         run_dir,
         resume_after=done if checkpoint else None,
         wandb_id=checkpoint.get("wandb_id") if checkpoint else None,
     )
     try:
-        diagnostics = DiagnosticMetrics()
-        evaluator = make_evaluator(loggers.loggers, diagnostics.metrics)
-        strategy = build_strategy(cfg, backbone, classes_seen[-1], device, evaluator)
-        checkpointed = isinstance(strategy, LUCIR)
-        fast = checkpointed and strategy.batch_augment is not None
-        workers = num_workers(cfg, device, fast)
-        results, times = None, []
-        if checkpoint is not None:
-            strategy.load_state_dict(checkpoint["strategy"], benchmark.train_stream)
-            restore_diagnostics(
-                diagnostics, evaluator, checkpoint, benchmark.train_stream[:done]
+        session = _Session(cfg, device, run_dir, backbone, benchmark, loggers)
+        session.progress, session.base = progress, base
+        results = session.restore(checkpoint) if checkpoint is not None else None
+        workers = num_workers(
+            cfg, device, getattr(session.strategy, "batch_augment", None) is not None
+        )
+        if checkpoint is not None:  # last: nothing may draw after it
+            restore_rng(checkpoint, cfg.seed + 1000 * done)
+        with tqdm(
+            total=len(benchmark.train_stream),
+            initial=done,
+            desc=cfg.name,
+            unit="exp",
+            disable=cfg.interactive or not distributed.is_main_process(),
+        ) as bar:
+            session.clock = time.perf_counter()
+            results = train_and_evaluate(
+                session.strategy,
+                benchmark,
+                progress=bar,
+                on_experience_end=session.after_experience,
+                num_workers=workers,
+                results=results,
+                persistent_workers=workers > 0,
             )
-            results = IncrementalResults.from_state_dict(checkpoint["results"])
-            times = list(checkpoint["times"])
-            if not progress["base"]:
-                log.info("%s: resuming after experience %d", cfg.name, done - 1)
+        return session.finish(results)
+    finally:
+        loggers.close()
+
+
+class _Session:
+    """One run between its folder's preparation and its results: the
+    strategy, its evaluator and diagnostics, and what each experience's
+    end saves."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        device: torch.device,
+        run_dir: Path,
+        backbone: nn.Module,
+        benchmark,
+        loggers: RunLoggers,
+    ) -> None:
+        self.cfg, self.device, self.run_dir, self.loggers = (
+            cfg,
+            device,
+            run_dir,
+            loggers,
+        )
+        self.main = distributed.is_main_process()
+        self.stream = benchmark.train_stream
+        sizes = [len(exp.classes_in_this_experience) for exp in self.stream]
+        self.classes_seen = [sum(sizes[: t + 1]) for t in range(len(sizes))]
+        self.diagnostics = DiagnosticMetrics()
+        self.evaluator = make_evaluator(loggers.loggers, self.diagnostics.metrics)
+        self.strategy = build_strategy(
+            cfg, backbone, self.classes_seen[-1], device, self.evaluator
+        )
+        self.times: list[float] = []
+        self.progress: dict[str, int] = {}
+        self.base: BaseCache | None = None
+        self.clock = time.perf_counter()
         log.info(
             "%s: %s on %s (%d experiences, classes %s), %s, results in %s",
             cfg.name,
             cfg.method,
             cfg.dataset,
-            len(classes),
-            classes,
+            len(sizes),
+            sizes,
             device,
             run_dir,
         )
-        clock = [time.perf_counter()]
 
-        def save_model(t: int) -> None:
-            if cfg.save_models and main:
-                models = run_dir / "models"
-                models.mkdir(exist_ok=True)
-                with atomic_write(models / f"exp_{t:02d}.pt", "wb") as file:
-                    torch.save(strategy.model.state_dict(), file)
-
-        if progress["base"]:  # the stored first experience is this run's
+    def restore(self, checkpoint: dict[str, Any]) -> IncrementalResults:
+        """Put the strategy, the metrics and the clock at the checkpoint;
+        return the results so far."""
+        done = len(checkpoint["times"])
+        self.strategy.load_state_dict(checkpoint["strategy"], self.stream)
+        restore_diagnostics(
+            self.diagnostics, self.evaluator, checkpoint, self.stream[:done]
+        )
+        self.times = list(checkpoint["times"])
+        if self.progress["base"]:  # the stored first experience is this run's
             with deferred():
-                save_model(0)
+                self._save_model(0)
+        else:
+            log.info("%s: resuming after experience %d", self.cfg.name, done - 1)
+        return IncrementalResults.from_state_dict(checkpoint["results"])
 
-        def after_experience(t: int, results: IncrementalResults) -> None:
-            times.append(time.perf_counter() - clock[0])
-            with deferred():  # a signal waits until the files are whole
-                save_model(t)
-                if checkpointed and t + 1 < len(classes):
-                    state = run_state(
-                        cfg,
-                        strategy,
-                        evaluator,
-                        diagnostics,
-                        results,
-                        times,
-                        loggers.wandb_id,
-                    )
-                    if state is not None:
-                        if save_checkpoint(run_dir / CHECKPOINT_FILE, state):
-                            progress["saved"] = t + 1
-                        if t == 0 and base is not None and not progress["base"]:
-                            base.store(state)
+    def _save_model(self, t: int) -> None:
+        if self.cfg.save_models and self.main:
+            models = self.run_dir / "models"
+            models.mkdir(exist_ok=True)
+            with atomic_write(models / f"exp_{t:02d}.pt", "wb") as file:
+                torch.save(self.strategy.model.state_dict(), file)
 
-                loggers.flush()
-                progress["experience"] = t + 1
-            clock[0] = time.perf_counter()  # saving is not training time
+    def after_experience(self, t: int, results: IncrementalResults) -> None:
+        """Save the model, the checkpoint (and, after the first experience,
+        the shared base) and flush the logs; a signal waits until the files
+        are whole."""
+        self.times.append(time.perf_counter() - self.clock)
+        with deferred():
+            self._save_model(t)
+            if isinstance(self.strategy, LUCIR) and t + 1 < len(self.stream):
+                self._save_checkpoint(t, results)
+            self.loggers.flush()
+            self.progress["experience"] = t + 1
+        self.clock = time.perf_counter()  # saving is not training time
 
-        if checkpoint is not None:  # last: nothing may draw after it
-            restore_rng(checkpoint, cfg.seed + 1000 * done)
-        with tqdm(
-            total=len(classes),
-            initial=done,
-            desc=cfg.name,
-            unit="exp",
-            disable=cfg.interactive or not main,
-        ) as bar:
-            results = train_and_evaluate(
-                strategy,
-                benchmark,
-                progress=bar,
-                on_experience_end=after_experience,
-                num_workers=workers,
-                results=results,
-                persistent_workers=workers > 0,
-            )
+    def _save_checkpoint(self, t: int, results: IncrementalResults) -> None:
+        state = run_state(
+            self.cfg,
+            self.strategy,
+            self.evaluator,
+            self.diagnostics,
+            results,
+            self.times,
+            self.loggers.wandb_id,
+        )
+        if state is None:  # not rank 0
+            return
+        if save_checkpoint(self.run_dir / CHECKPOINT_FILE, state):
+            self.progress["saved"] = t + 1
+        if t == 0 and self.base is not None and not self.progress["base"]:
+            self.base.store(state)
+
+    def finish(self, results: IncrementalResults) -> dict[str, Any]:
+        """The results record; rank 0 writes the results files (the
+        checkpoint goes last) and sends them to wandb."""
+        cfg = self.cfg
         summary = {
             "name": cfg.name,
             "method": cfg.method,
             "dataset": cfg.dataset,
-            "device": str(device),
+            "device": str(self.device),
             "versions": _versions(),
-            **run_summary(results, classes_seen, times),
-            "base_model": _base_record(base, progress),
-            **diagnostics.summary(),
+            **run_summary(results, self.classes_seen, self.times),
+            "base_model": _base_record(self.base, self.progress),
+            **self.diagnostics.summary(),
         }
-        if not main:
+        if not self.main:
             return summary
         title = f"{cfg.method} ({cfg.dataset})"
         with deferred():
-            files = write_run(run_dir, summary, title)
+            files = write_run(self.run_dir, summary, title)
             files += write_diagnostics(
-                run_dir, summary, diagnostics.prior_trace.records, title
+                self.run_dir, summary, self.diagnostics.prior_trace.records, title
             )
-            write_json(run_dir / "results.json", summary)  # last: the run is done
-            (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-        loggers.log_results(
-            [run_dir / "results.json", *files],
-            {
-                k: summary[k]
-                for k in (
-                    "average_incremental_accuracy",
-                    "last_accuracy",
-                    "forgetting",
-                    "wall_time_s",
-                )
-            },
+            write_json(self.run_dir / "results.json", summary)  # the run is done
+            (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        keys = ("average_incremental_accuracy", "last_accuracy", "forgetting")
+        self.loggers.log_results(
+            [self.run_dir / "results.json", *files],
+            {k: summary[k] for k in (*keys, "wall_time_s")},
         )
-    finally:
-        loggers.close()
-    return summary
+        return summary
 
 
 def _base_cache(
