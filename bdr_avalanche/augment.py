@@ -5,7 +5,8 @@ kept as one uint8 tensor and augmented a whole batch at a time where the
 model runs, instead of image by image with PIL in DataLoader workers. The
 functions here reproduce the torchvision training transforms of
 :mod:`bdr_avalanche.benchmarks.transforms` with the same distribution of
-random parameters:
+random parameters; :meth:`BatchAugment.from_recipe` reads the same recipe
+(:class:`~bdr_avalanche.benchmarks.specs.Recipe`) as they do:
 
 - :func:`random_crop`: ``RandomCrop(size, padding)`` with zero padding;
   one ``gather`` of exact pixels from the padded batch.
@@ -38,12 +39,10 @@ import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.roi_align
 from torch import Tensor, nn
 
 from ._utils import check_fraction, check_positive_int
-from .benchmarks.transforms import (
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-)
+from .benchmarks.specs import DATASETS, Recipe
+
+_CIFAR = DATASETS["cifar100"].recipe()
+_IMAGENET = DATASETS["imagenet"].recipe()
 
 __all__ = [
     "BatchAugment",
@@ -410,8 +409,9 @@ class BatchAugment(nn.Module):
     flip is folded into the crop's ``gather``; random numbers are drawn in
     the same order as calling :func:`random_crop` then :func:`random_flip`.
 
-    Use :meth:`cifar`, :meth:`imagenet` and :meth:`evaluation` for the
-    recipes of :mod:`bdr_avalanche.benchmarks.transforms`.
+    Use :meth:`from_recipe` for a dataset's recipe (the one its torchvision
+    transforms follow), or :meth:`cifar`, :meth:`imagenet` and
+    :meth:`evaluation`.
     """
 
     norm_scale: Tensor
@@ -455,26 +455,41 @@ class BatchAugment(nn.Module):
         self.register_buffer("norm_shift", shift, persistent=False)
 
     @classmethod
+    def from_recipe(cls, recipe: Recipe, train: bool = True, **kwargs) -> BatchAugment:
+        """The training (``train``) or eval transform of ``recipe``, as its
+        torchvision transforms
+        (:func:`~bdr_avalanche.benchmarks.transforms.torchvision_transforms`):
+        same crop, flip and normalisation. Eval images are taken to be at
+        their final size (no resize, no centre crop)."""
+        if not train:
+            return cls.evaluation(recipe.mean, recipe.std, **kwargs)
+        if recipe.padding is None:
+            crop_ = {"resized_crop": recipe.size}
+        else:
+            crop_ = {"padding": recipe.padding}
+        return cls(recipe.mean, recipe.std, flip=recipe.flip, **crop_, **kwargs)
+
+    @classmethod
     def cifar(
         cls,
-        mean: Sequence[float] = CIFAR100_MEAN,
-        std: Sequence[float] = CIFAR100_STD,
-        padding: int = 4,
+        mean: Sequence[float] = _CIFAR.mean,
+        std: Sequence[float] = _CIFAR.std,
+        padding: int = _CIFAR.padding,
         **kwargs,
     ) -> BatchAugment:
         """RandomCrop(H, padding) + RandomHorizontalFlip + normalisation."""
-        return cls(mean, std, padding=padding, flip=0.5, **kwargs)
+        return cls(mean, std, padding=padding, flip=_CIFAR.flip, **kwargs)
 
     @classmethod
     def imagenet(
         cls,
-        size: int = 224,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        size: int = _IMAGENET.size,
+        mean: Sequence[float] = _IMAGENET.mean,
+        std: Sequence[float] = _IMAGENET.std,
         **kwargs,
     ) -> BatchAugment:
         """RandomResizedCrop(size) + RandomHorizontalFlip + normalisation."""
-        return cls(mean, std, resized_crop=size, flip=0.5, **kwargs)
+        return cls(mean, std, resized_crop=size, flip=_IMAGENET.flip, **kwargs)
 
     @classmethod
     def evaluation(

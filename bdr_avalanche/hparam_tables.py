@@ -4,7 +4,7 @@ Each table is defined here once and is the ``HPARAMS`` of its class
 (:class:`~bdr_avalanche.BDRPlugin`, :class:`~bdr_avalanche.CwDPlugin`,
 :class:`~bdr_avalanche.LUCIRPlugin`, :class:`~bdr_avalanche.LUCIR`); see
 :mod:`bdr_avalanche.hparams`. This module imports neither torch nor
-Avalanche, so :mod:`bdr_avalanche.config`, and with it the command line's
+Avalanche, so :mod:`bdr_avalanche.experiment.config`, and with it the command line's
 ``--help``, reads the tables without importing them.
 """
 

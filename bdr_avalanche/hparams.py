@@ -5,7 +5,7 @@ A plugin or strategy lists its hyper-parameters as a class attribute
 ``__init__`` takes the defaults from there and checks its arguments with
 :meth:`HParam.check`, :func:`document_hparams` writes the ``:param`` lines
 of its docstring from the same mapping, and
-:class:`~bdr_avalanche.config.ExperimentConfig` takes the default, the
+:class:`~bdr_avalanche.experiment.config.ExperimentConfig` takes the default, the
 help text of ``--help`` and the validation of the matching keys from it.
 The texts therefore cannot drift apart.
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fake_datasets as fake
 import pytest
 
-from bdr_avalanche.cli import main
+from bdr_avalanche.experiment.cli import main
 
 MISSING_DATA = "/nonexistent/dataset"  # checks must fail before reading it
 
@@ -97,7 +97,7 @@ def test_rejected_before_anything_is_written(case, command, tmp_path, capsys):
 
 def test_scientific_notation_is_a_number(tmp_path):
     """YAML 1.1 reads ``1e-3`` as a string; float keys accept it."""
-    from bdr_avalanche.config import load_config, parse_value
+    from bdr_avalanche.experiment.config import load_config, parse_value
 
     config = tmp_path / "c.yaml"
     config.write_text("lr: 1e-3\n")

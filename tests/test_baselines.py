@@ -1,8 +1,11 @@
-"""Avalanche baselines: end to end runs, memory budget, schedule, fixes."""
+"""Avalanche baselines: end to end runs, memory budget, schedule, fixes,
+and the registry whose hyper-parameter tables drive validation."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import BiCPlugin, LwFPlugin, SupervisedPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer
+from avalanche.training.supervised.icarl import _ICaRLPlugin
 from conftest import make_benchmark
 
 from bdr_avalanche.baselines import (
@@ -20,12 +24,16 @@ from bdr_avalanche.baselines import (
     DEFAULT_HPARAMS,
     MEMORY_MATCHING,
     GrowingMemoryBudget,
+    exemplars_per_class,
+    make_baseline,
+    registry,
+)
+from bdr_avalanche.baselines.fixes import (
     _BiCPlugin,
     _EvalMaskedClassifier,
     _SeenClassesNCM,
-    exemplars_per_class,
-    make_baseline,
 )
+from bdr_avalanche.baselines.registry import REGISTRY
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
@@ -257,3 +265,137 @@ def test_tables_cover_every_baseline():
     backbone = SmallCNN(3, 8, last_relu=False)
     make_baseline("naive", backbone=backbone, num_classes=6, device="cpu")
     assert backbone.last_relu
+
+
+# -- the registry and its hyper-parameter tables ---------------------------
+
+# (baseline, key) for every hyper-parameter of every table
+HPARAM_ROWS = [(n, k) for n in BASELINES for k in REGISTRY[n].hparams]
+# (baseline, key) for those with a range
+RANGED_ROWS = [(n, k) for n, k in HPARAM_ROWS if REGISTRY[n].hparams[k].kind]
+# an out-of-range value per kind of range
+OUT_OF_RANGE = {
+    "fraction": 1.5,
+    "positive": 0.0,
+    "non_negative": -1.0,
+    "positive_int": 0,
+}
+# a valid value other than the default, per (baseline, key)
+OTHER_VALUES = {
+    ("icarl", "buffer_transform"): torch.nn.Identity(),
+    ("lwf", "alpha"): 0.3,
+    ("lwf", "temperature"): 3.0,
+    ("bic", "val_percentage"): 0.4,
+    ("bic", "T"): 3.0,
+    ("bic", "stage_2_epochs"): 7,
+    ("bic", "stage_2_lr"): 0.05,
+    ("der", "alpha"): 0.2,
+    ("der", "beta"): 0.7,
+    ("der", "batch_size_mem"): 4,
+}
+
+
+def _used_hparams(name: str, strategy) -> dict:
+    """The hyper-parameters as the built Avalanche objects hold them."""
+
+    def plugin(kind):
+        return next(p for p in strategy.plugins if isinstance(p, kind))
+
+    if name == "icarl":
+        return {"buffer_transform": plugin(_ICaRLPlugin).buffer_transform}
+    if name == "lwf":
+        lwf = plugin(LwFPlugin).lwf
+        return {"alpha": lwf.alpha, "temperature": lwf.temperature}
+    if name == "bic":
+        bic = plugin(BiCPlugin)
+        used = {"val_percentage": bic.val_percentage, "T": bic.T}
+        return used | {"stage_2_epochs": bic.stage_2_epochs, "stage_2_lr": bic.lr}
+    if name == "der":
+        batch_size_mem = strategy.batch_size_mem
+        if batch_size_mem == strategy.train_mb_size:  # what None stands for
+            batch_size_mem = None
+        return {
+            "alpha": strategy.alpha,
+            "beta": strategy.beta,
+            "batch_size_mem": batch_size_mem,
+        }
+    return {}
+
+
+def _quick(name: str, hparams=None, **kwargs):
+    """A baseline built (not trained) with small arguments."""
+    return make_baseline(
+        name,
+        backbone=SmallCNN(3, 8),
+        num_classes=6,
+        mem_per_class=MEM,
+        train_mb_size=10,
+        device="cpu",
+        evaluator=make_evaluator(),
+        hparams=hparams,
+        **kwargs,
+    )
+
+
+def test_registry_lists_exactly_the_baselines():
+    names = ("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der")
+    assert tuple(REGISTRY) == BASELINES == names
+    for name, baseline in REGISTRY.items():
+        assert baseline.name == name
+        assert baseline.factory is getattr(registry, name)
+    assert set(MEMORY_MATCHING) == set(BASELINES)
+    assert DEFAULT_HPARAMS == {
+        name: {key: hp.default for key, hp in baseline.hparams.items()}
+        for name, baseline in REGISTRY.items()
+    }
+    assert set(OTHER_VALUES) == set(HPARAM_ROWS)
+
+
+@pytest.mark.parametrize("row", RANGED_ROWS, ids=["-".join(r) for r in RANGED_ROWS])
+def test_out_of_range_hparam_is_refused_with_the_table_range(row):
+    name, key = row
+    hp = REGISTRY[name].hparams[key]
+    bad = OUT_OF_RANGE[hp.kind]
+    assert not hp.allows(bad)
+    with pytest.raises(ValueError, match=f"^{key} must be .*{re.escape(hp.bound)}"):
+        _quick(name, hparams={key: bad})
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_unknown_hparam_lists_the_allowed_ones(name):
+    allowed = sorted(REGISTRY[name].hparams) or "none"
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"unknown hyper-parameters ['nope'] for baseline {name!r}; ")
+        + re.escape(f"it accepts {allowed}"),
+    ):
+        _quick(name, hparams={"nope": 1})
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_documented_defaults_are_the_defaults_used(name):
+    baseline = REGISTRY[name]
+    table = baseline.hparams
+    # the factory's signature takes its keyword arguments from the table
+    params = list(inspect.signature(baseline.factory).parameters.values())[1:]
+    assert all(p.kind is p.KEYWORD_ONLY for p in params)
+    assert {p.name: p.default for p in params} == {
+        key: hp.default for key, hp in table.items()
+    }
+    # its docstring states the table's help, default and range
+    doc = " ".join((baseline.factory.__doc__ or "").split())
+    for key, hp in table.items():
+        assert f":param {key}: {' '.join(hp.doc().split())}" in doc
+    # the strategy built without hparams uses the table's defaults,
+    # and one built with other values uses those
+    assert _used_hparams(name, _quick(name)) == DEFAULT_HPARAMS[name]
+    others = {key: OTHER_VALUES[name, key] for key in table}
+    assert _used_hparams(name, _quick(name, hparams=others)) == others
+
+
+def test_unranged_hparam_is_passed_unchecked():
+    icarl = REGISTRY["icarl"]
+    assert icarl.hparams["buffer_transform"].kind is None
+    transform = torch.nn.Identity()
+    checked = icarl.check_hparams({"buffer_transform": transform})
+    assert checked == {"buffer_transform": transform}

@@ -16,7 +16,7 @@ HEAVY = ("torch", "avalanche")
 # HEAVY modules it imported (on the last line of stdout).
 DRIVER = f"""
 import sys
-from bdr_avalanche.cli import main
+from bdr_avalanche.experiment.cli import main
 try:
     main(sys.argv[1:])
 finally:
@@ -76,7 +76,7 @@ def test_importing_the_package_and_its_cli_is_light():
     """``import bdr_avalanche`` and its command line import neither torch nor
     Avalanche (the package's names are imported on first use)."""
     code = (
-        "import sys, bdr_avalanche, bdr_avalanche.cli\n"
+        "import sys, bdr_avalanche, bdr_avalanche.experiment.cli\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     result = _python("-c", code)

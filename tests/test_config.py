@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bdr_avalanche.cli import build_parser, main
-from bdr_avalanche.config import ConfigError, ExperimentConfig, load_config, parse_value
+from bdr_avalanche.experiment.cli import build_parser, main
+from bdr_avalanche.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    parse_value,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 

@@ -9,8 +9,8 @@ import pathlib
 
 import pytest
 
-from bdr_avalanche.cli import main
-from bdr_avalanche.config import (
+from bdr_avalanche.experiment.cli import main
+from bdr_avalanche.experiment.config import (
     ConfigError,
     _parse,
     _read_yaml,
@@ -139,13 +139,13 @@ def files(tmp_path):
 def no_training(monkeypatch):
     """Every command here must fail while reading its options: a run or a
     comparison that starts is a failure (and would train for minutes)."""
-    from bdr_avalanche import runner
+    from bdr_avalanche.experiment import compare, runner
 
     def start(*args, **kwargs):
         pytest.fail("the options were accepted and a run started")
 
     monkeypatch.setattr(runner, "run_experiment", start)
-    monkeypatch.setattr(runner, "run_comparison", start)
+    monkeypatch.setattr(compare, "run_comparison", start)
 
 
 def _fails_in_one_line(argv, capsys) -> str:

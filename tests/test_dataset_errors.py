@@ -25,7 +25,7 @@ from bdr_avalanche.benchmarks import (
     split_imagenet,
 )
 from bdr_avalanche.benchmarks.imagefolder import ImageLoader
-from bdr_avalanche.cli import main
+from bdr_avalanche.experiment.cli import main
 
 WNIDS = fake.wnids(10)
 SPLIT = {"n_base": 4, "n_phases": 3, "resolution": 8}

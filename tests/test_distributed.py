@@ -24,8 +24,8 @@ from torch import nn
 from torch.testing import assert_close
 
 from bdr_avalanche import functional as fn
-from bdr_avalanche.checkpoint import load_checkpoint
 from bdr_avalanche.distributed import shard_size
+from bdr_avalanche.experiment.checkpoint import load_checkpoint
 from bdr_avalanche.fast_input import DeviceBatchLoader
 
 WORLD = 2

@@ -13,8 +13,8 @@ import pytest
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.baselines import make_baseline
-from bdr_avalanche.cli import build_parser
-from bdr_avalanche.config import ConfigError, ExperimentConfig
+from bdr_avalanche.experiment.cli import build_parser
+from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
 from bdr_avalanche.hparams import KINDS, HParam, document_hparams
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin

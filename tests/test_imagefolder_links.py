@@ -24,7 +24,7 @@ from torchvision.datasets import ImageFolder
 
 from bdr_avalanche.benchmarks import DatasetError, split_imagefolder, split_imagenet
 from bdr_avalanche.benchmarks.imagefolder import _ImageFolder, imagefolder_class_sizes
-from bdr_avalanche.cli import main
+from bdr_avalanche.experiment.cli import main
 
 NUM_CLASSES, PER_CLASS = 4, 6
 WNIDS = fake.wnids(NUM_CLASSES)

@@ -1,4 +1,4 @@
-"""bdr_avalanche.loggers.WandBLogger on its own: offline without a key,
+"""bdr_avalanche.experiment.loggers.WandBLogger on its own: offline without a key,
 bounded waits, an online start that fails falls back to offline."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import bdr_avalanche
-from bdr_avalanche.loggers import (
+from bdr_avalanche.experiment.loggers import (
     WANDB_INIT_TIMEOUT_S,
     _bounded_settings,
     resolve_wandb_mode,
@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     f"""
     import json, sys, time
     from avalanche.evaluation.metric_results import MetricValue
-    from bdr_avalanche.loggers import WandBLogger
+    from bdr_avalanche.experiment.loggers import WandBLogger
 
     params = json.loads(sys.argv[1])
     start = time.monotonic()

@@ -18,7 +18,10 @@ from torch import nn
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.baselines import make_baseline
-from bdr_avalanche.config import ExperimentConfig
+from bdr_avalanche.experiment.checkpoint import CHECKPOINT_FILE
+from bdr_avalanche.experiment.compare import run_comparison
+from bdr_avalanche.experiment.config import ExperimentConfig
+from bdr_avalanche.experiment.runner import run_experiment
 from bdr_avalanche.metrics import (
     DiagnosticMetrics,
     GradientShareAccumulator,
@@ -31,7 +34,6 @@ from bdr_avalanche.metrics import (
 )
 from bdr_avalanche.models import CosineIncrementalClassifier, SmallCNN
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
-from bdr_avalanche.runner import CHECKPOINT_FILE, run_comparison, run_experiment
 
 SHARE_NAME = "MemoryGradShare_Epoch/train_phase/train_stream/Task000"
 
@@ -415,7 +417,7 @@ def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
     same diagnostics as the uninterrupted run; so does one resumed from a
     checkpoint written before the diagnostics existed (without history
     for the experience before the checkpoint)."""
-    import bdr_avalanche.runner as runner
+    import bdr_avalanche.experiment.runner as runner
 
     cfg, _, runs = comparison
     saved = runner.save_checkpoint

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import bdr_avalanche._atomic as atomic_module
-from bdr_avalanche.cli import main
-from bdr_avalanche.run_folder import LOCK, MARKER, RunFolder
+import bdr_avalanche.experiment._atomic as atomic_module
+from bdr_avalanche.experiment.cli import main
+from bdr_avalanche.experiment.run_folder import LOCK, MARKER, RunFolder
 
 # Tiny, quick runs (digits: 4 base classes + 3 phases).
 QUICK = [

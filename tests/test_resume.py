@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-import bdr_avalanche.checkpoint as checkpoint_module
-from bdr_avalanche.checkpoint import (
+import bdr_avalanche.experiment.checkpoint as checkpoint_module
+from bdr_avalanche.experiment.checkpoint import (
+    CHECKPOINT_FILE,
     CheckpointError,
     load_checkpoint,
     rng_state,
     set_rng_state,
 )
-from bdr_avalanche.cli import main
-from bdr_avalanche.config import ExperimentConfig
-from bdr_avalanche.run_folder import RunFolderError
-from bdr_avalanche.runner import CHECKPOINT_FILE, RunExistsError, run_experiment
+from bdr_avalanche.experiment.cli import main
+from bdr_avalanche.experiment.config import ExperimentConfig
+from bdr_avalanche.experiment.run_folder import RunExistsError, RunFolderError
+from bdr_avalanche.experiment.runner import run_experiment
 
 # Long enough experiences (about 0.5 s each on a CPU) that the kill lands
 # inside the second one.
@@ -110,7 +111,7 @@ def test_sigkill_during_experience_2_then_resume_matches_uninterrupted(tmp_path)
 def interrupt_after(monkeypatch, experiences: int) -> None:
     """Make the run stop (as if killed) once ``experiences`` checkpoints are
     written."""
-    import bdr_avalanche.runner as runner
+    import bdr_avalanche.experiment.runner as runner
 
     saved = runner.save_checkpoint
     count = [0]

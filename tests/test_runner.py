@@ -14,14 +14,12 @@ import pytest
 import torch
 import yaml
 
-from bdr_avalanche.cli import main
-from bdr_avalanche.config import ExperimentConfig
-from bdr_avalanche.runner import (
-    RunExistsError,
-    build_benchmark,
-    run_comparison,
-    run_experiment,
-)
+from bdr_avalanche.experiment.cli import main
+from bdr_avalanche.experiment.compare import run_comparison
+from bdr_avalanche.experiment.config import ExperimentConfig
+from bdr_avalanche.experiment.factories import build_benchmark
+from bdr_avalanche.experiment.run_folder import RunExistsError
+from bdr_avalanche.experiment.runner import run_experiment
 
 TINY = {
     "epochs": 2,
@@ -175,7 +173,7 @@ def test_comparison_writes_table_and_figures(tmp_path, caplog):
 
     # an interrupted comparison resumes: finished methods are reused
     stamp = (out / "naive" / "results.json").stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="bdr_avalanche.runner"):
+    with caplog.at_level("INFO", logger="bdr_avalanche.experiment.compare"):
         run_comparison(cfg, ["lucir_cwd_bdr", "naive"])
     assert (out / "naive" / "results.json").stat().st_mtime_ns == stamp
     assert "reusing the finished run" in caplog.text

@@ -5,20 +5,40 @@ and image-folder trees such as ImageNet-Subset or Tiny-ImageNet
 (:func:`split_imagefolder`) follow the protocol of the LUCIR/CwD/BDR
 papers: ``n_base`` classes in the first experience then ``n_phases`` equal
 ones, the iCaRL class order (:func:`class_order`), class ids remapped to
-arrival order. :func:`split_digits` is a tiny CPU benchmark.
+arrival order. :func:`split_digits` is a tiny CPU benchmark. The facts
+about each dataset are its :class:`DatasetSpec` in :data:`DATASETS`.
+
+The names are imported on first use (PEP 562), so that the torch-free
+:mod:`~bdr_avalanche.benchmarks.specs` (which the config and ``--help``
+read) imports neither torch nor Avalanche.
 """
 
-from ._common import ICARL_SEED, DatasetError, class_order
-from .cifar import split_cifar100
-from .digits import digits_class_sizes, split_digits
-from .imagefolder import split_imagefolder
-from .imagenet import split_imagenet
-from .transforms import cifar100_transforms, imagenet_transforms
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._common import DatasetError, class_order
+    from .cifar import split_cifar100
+    from .digits import digits_class_sizes, split_digits
+    from .imagefolder import split_imagefolder
+    from .imagenet import split_imagenet
+    from .specs import DATASETS, ICARL_SEED, DatasetSpec, Recipe, class_split
+    from .transforms import (
+        cifar100_transforms,
+        imagenet_transforms,
+        torchvision_transforms,
+    )
 
 __all__ = [
+    "DATASETS",
     "ICARL_SEED",
     "DatasetError",
+    "DatasetSpec",
+    "Recipe",
     "class_order",
+    "class_split",
     "cifar100_transforms",
     "digits_class_sizes",
     "imagenet_transforms",
@@ -26,4 +46,36 @@ __all__ = [
     "split_digits",
     "split_imagefolder",
     "split_imagenet",
+    "torchvision_transforms",
 ]
+
+# name -> the module that defines it
+_LAZY = {
+    "DATASETS": ".specs",
+    "ICARL_SEED": ".specs",
+    "DatasetSpec": ".specs",
+    "Recipe": ".specs",
+    "class_split": ".specs",
+    "DatasetError": "._common",
+    "class_order": "._common",
+    "split_cifar100": ".cifar",
+    "digits_class_sizes": ".digits",
+    "split_digits": ".digits",
+    "split_imagefolder": ".imagefolder",
+    "split_imagenet": ".imagenet",
+    "cifar100_transforms": ".transforms",
+    "imagenet_transforms": ".transforms",
+    "torchvision_transforms": ".transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

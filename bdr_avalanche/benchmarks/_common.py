@@ -1,5 +1,6 @@
 """What every benchmark stream builder shares: the error type, the iCaRL
-class order, the check of ``n_base``/``n_phases`` and the one Avalanche
+class order, the layout of ``n_base``/``n_phases`` (checked by
+:func:`~bdr_avalanche.benchmarks.specs.class_split`) and the one Avalanche
 generator call.
 
 Keeping the generator call in one place makes CIFAR-100, ImageNet and the
@@ -22,7 +23,8 @@ import numpy as np
 from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
 
-from .._utils import check_positive_int
+from .._checks import check_positive_int
+from .specs import ICARL_SEED, class_split
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +39,6 @@ __all__ = [
     "make_stream",
     "stream_layout",
 ]
-
-ICARL_SEED = 1993
-"""Seed of the iCaRL class order used by LUCIR, CwD and BDR."""
 
 
 class DatasetError(ValueError):
@@ -72,23 +71,17 @@ def class_order(num_classes: int, seed: int = ICARL_SEED) -> list[int]:
 
 
 def stream_layout(
-    num_classes: int, n_base: int, n_phases: int
+    num_classes: int, n_base: int, n_phases: int, dataset: str | None = None
 ) -> tuple[int, dict[int, int] | None]:
     """``(n_experiences, per_exp_classes)`` for ``nc_benchmark``.
 
     ``n_base`` classes in the first experience, then ``n_phases`` equal
     experiences; ``n_base=0`` (the "B0" protocol) gives ``n_phases`` equal
-    experiences from the start.
+    experiences from the start. A split that does not tile the classes
+    raises :func:`~bdr_avalanche.benchmarks.specs.class_split`'s
+    ``ValueError`` (naming ``dataset``).
     """
-    check_positive_int("n_base", n_base, minimum=0)
-    check_positive_int("n_phases", n_phases)
-    if n_base >= num_classes or (num_classes - n_base) % n_phases != 0:
-        raise ValueError(
-            f"n_base={n_base}, n_phases={n_phases} do not split the {num_classes} "
-            "classes into n_base classes then n_phases equal phases: need "
-            f"0 <= n_base < {num_classes} and {num_classes} - n_base divisible "
-            "by n_phases"
-        )
+    class_split(num_classes, n_base, n_phases, dataset=dataset)
     if n_base == 0:
         return n_phases, None
     return 1 + n_phases, {0: n_base}

@@ -29,20 +29,16 @@ from PIL import Image
 from torchvision.datasets import CIFAR100, VisionDataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from ._common import (
-    ICARL_SEED,
-    DatasetError,
-    error_reason,
-    make_stream,
-    stream_layout,
-)
-from .transforms import cifar100_transforms
+from ._common import DatasetError, error_reason, make_stream, stream_layout
+from .specs import DATASETS, ICARL_SEED
+from .transforms import torchvision_transforms
 
 __all__ = ["CIFAR100_URL", "DEFAULT", "CIFAR100Pickles", "split_cifar100"]
 
 logger = logging.getLogger(__name__)
 
-NUM_CLASSES = 100
+SPEC = DATASETS["cifar100"]
+NUM_CLASSES = SPEC.classes
 CIFAR100_URL = CIFAR100.url
 """https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"""
 FOLDER = CIFAR100.base_folder
@@ -108,8 +104,8 @@ class CIFAR100Pickles(VisionDataset):
 def split_cifar100(
     dataset_root: str | os.PathLike,
     *,
-    n_base: int = 50,
-    n_phases: int = 5,
+    n_base: int = SPEC.n_base,
+    n_phases: int = SPEC.n_phases,
     download: bool = False,
     seed: int = ICARL_SEED,
     train_transform: Callable | None | _Default = DEFAULT,
@@ -128,10 +124,10 @@ def split_cifar100(
         ``dataset_root`` if files are missing.
     :raises DatasetError: files missing (and not downloadable) or malformed.
     """
-    stream_layout(NUM_CLASSES, n_base, n_phases)
+    stream_layout(NUM_CLASSES, n_base, n_phases, SPEC.name)
     root = Path(dataset_root).expanduser()
     _ensure_files(root, download)
-    default_train, default_eval = cifar100_transforms()
+    default_train, default_eval = torchvision_transforms(SPEC.recipe())
     if train_transform is DEFAULT:
         train_transform = default_train
     if eval_transform is DEFAULT:

@@ -14,19 +14,22 @@ from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torchvision.transforms import v2
 
-from .._utils import check_positive_int
+from .._checks import check_positive_int
+from ._common import class_order
+from .specs import DATASETS, ICARL_SEED, class_split
+from .transforms import torchvision_transforms
 
 __all__ = ["digits_class_sizes", "split_digits"]
 
-NUM_CLASSES = 10
+SPEC = DATASETS["digits"]
+NUM_CLASSES = SPEC.classes
 
 
 def split_digits(
-    n_base: int = 4,
-    increment: int = 2,
-    seed: int = 1993,
+    n_base: int = SPEC.n_base,
+    increment: int = SPEC.increment,
+    seed: int = ICARL_SEED,
     test_size: float = 1 / 3,
     augment: bool = True,
 ) -> NCScenario:
@@ -40,13 +43,10 @@ def split_digits(
     mean and std; with ``augment``, training images are randomly shifted by
     up to one pixel.
     """
-    check_positive_int("n_base", n_base)
-    check_positive_int("increment", increment)
-    if n_base >= NUM_CLASSES or (NUM_CLASSES - n_base) % increment != 0:
-        raise ValueError(
-            f"n_base + k * increment must equal {NUM_CLASSES} classes; got "
-            f"n_base={n_base}, increment={increment}"
-        )
+    check_positive_int("n_base", n_base, minimum=SPEC.min_n_base)
+    n_phases, _ = class_split(
+        NUM_CLASSES, n_base, increment=increment, dataset=SPEC.name
+    )
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(digits.target, dtype=torch.long)
@@ -60,20 +60,19 @@ def split_digits(
             x, y, targets=y.tolist(), task_labels=0, transform=transform
         )
 
-    train_transform = v2.RandomCrop(8, padding=1) if augment else None
-    order = np.random.RandomState(seed).permutation(NUM_CLASSES).tolist()
+    train_transform, eval_transform = torchvision_transforms(SPEC.recipe())
     return nc_benchmark(
-        make(train_idx, train_transform),
-        make(test_idx, None),
-        n_experiences=1 + (NUM_CLASSES - n_base) // increment,
+        make(train_idx, train_transform if augment else None),
+        make(test_idx, eval_transform),
+        n_experiences=1 + n_phases,
         task_labels=False,
-        fixed_class_order=order,
+        fixed_class_order=class_order(NUM_CLASSES, seed),
         per_exp_classes={0: n_base},
         class_ids_from_zero_from_first_exp=True,
     )
 
 
-def digits_class_sizes(seed: int = 1993, test_size: float = 1 / 3) -> list[int]:
+def digits_class_sizes(seed: int = ICARL_SEED, test_size: float = 1 / 3) -> list[int]:
     """Training images per class of :func:`split_digits` (same split)."""
     target = load_digits().target
     train_idx, _ = _split(target, seed, test_size)

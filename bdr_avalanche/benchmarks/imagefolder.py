@@ -50,7 +50,6 @@ from tqdm.auto import tqdm
 from .._utils import check_positive_int
 from ._archive import extracted_root
 from ._common import (
-    ICARL_SEED,
     DatasetError,
     LinkSafeFolder,
     class_folders,
@@ -59,13 +58,15 @@ from ._common import (
     make_stream,
     stream_layout,
 )
-from .transforms import imagenet_transforms, small_image_transforms
+from .specs import DATASETS, ICARL_SEED
+from .transforms import torchvision_transforms
 
 __all__ = ["ImageLoader", "imagefolder_class_sizes", "split_imagefolder"]
 
 logger = logging.getLogger(__name__)
 
-FULL_RESOLUTION = 224
+SPEC = DATASETS["imagefolder"]
+FULL_RESOLUTION = SPEC.shrink_below
 """From this resolution on, images get the ImageNet crops and are not
 shrunk when loaded."""
 
@@ -135,10 +136,10 @@ class ImageLoader:
 def split_imagefolder(
     dataset_root: str | os.PathLike,
     *,
-    n_base: int = 50,
-    n_phases: int = 5,
+    n_base: int = SPEC.n_base,
+    n_phases: int = SPEC.n_phases,
     seed: int = ICARL_SEED,
-    resolution: int = FULL_RESOLUTION,
+    resolution: int = SPEC.resolution,
     in_memory: bool = False,
 ) -> NCScenario:
     """Class-incremental stream of an image-folder tree (see the module).
@@ -181,7 +182,7 @@ def split_imagefolder(
     root = _resolve_root(path)
     try:
         classes = _check_tree(root)
-        stream_layout(len(classes), n_base, n_phases)
+        stream_layout(len(classes), n_base, n_phases, SPEC.name)
         small = resolution < FULL_RESOLUTION
         loader = ImageLoader(
             resolution if small else None,
@@ -204,14 +205,9 @@ def split_imagefolder(
         if archive is None or str(archive) in str(err):
             raise
         raise DatasetError(f"{err} (the tree was extracted from {archive})") from err
-    if in_memory:
-        train_transform, eval_transform = small_image_transforms(resolution)
-    elif small:
-        train_transform, eval_transform = small_image_transforms(
-            resolution, from_pil=True
-        )
-    else:
-        train_transform, eval_transform = imagenet_transforms(resolution)
+    train_transform, eval_transform = torchvision_transforms(
+        SPEC.recipe(resolution, in_memory)
+    )
     return make_stream(
         train_set,
         test_set,

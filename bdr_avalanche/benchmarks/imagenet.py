@@ -33,9 +33,7 @@ from avalanche.benchmarks.datasets.imagenet.imagenet import AvalancheImageNet
 from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
 from torchvision.datasets import ImageFolder
 
-from .._utils import check_positive_int
 from ._common import (
-    ICARL_SEED,
     DatasetError,
     LinkSafeFolder,
     class_folders,
@@ -44,13 +42,15 @@ from ._common import (
     stream_layout,
 )
 from .imagefolder import ImageLoader
-from .transforms import imagenet_transforms
+from .specs import DATASETS, ICARL_SEED
+from .transforms import torchvision_transforms
 
 __all__ = ["split_imagenet"]
 
 logger = logging.getLogger(__name__)
 
-NUM_CLASSES = 1000
+SPEC = DATASETS["imagenet"]
+NUM_CLASSES = SPEC.classes
 
 LAYOUT = (
     "torchvision's ImageNet layout: <root>/train/<wnid>/*.JPEG and "
@@ -63,10 +63,10 @@ _DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 def split_imagenet(
     dataset_root: str | os.PathLike,
     *,
-    n_base: int = 500,
-    n_phases: int = 5,
+    n_base: int = SPEC.n_base,
+    n_phases: int = SPEC.n_phases,
     seed: int = ICARL_SEED,
-    resolution: int = 224,
+    resolution: int = SPEC.resolution,
 ) -> NCScenario:
     """ImageNet-1k: ``n_base`` classes, then ``n_phases`` equal experiences
     (``n_base=0``: ``n_phases`` equal experiences from the start).
@@ -79,12 +79,12 @@ def split_imagenet(
     :raises DatasetError: ``dataset_root`` is not in torchvision's ImageNet
         layout; also when a sample is loaded, if its image cannot be decoded.
     """
-    check_positive_int("resolution", resolution)
-    stream_layout(NUM_CLASSES, n_base, n_phases)
+    recipe = SPEC.recipe(resolution)  # checks resolution
+    stream_layout(NUM_CLASSES, n_base, n_phases, SPEC.name)
     root = Path(dataset_root).expanduser()
     _check_layout(root)
     train_set, test_set = (_imagenet_split(root, split) for split in ("train", "val"))
-    train_transform, eval_transform = imagenet_transforms(resolution)
+    train_transform, eval_transform = torchvision_transforms(recipe)
     return make_stream(
         train_set,
         test_set,

@@ -1,4 +1,6 @@
-"""Image transforms of the protocol of the LUCIR/CwD/BDR papers.
+"""Torchvision transforms of the DataLoader path, derived from the datasets'
+augmentation recipes (:class:`~bdr_avalanche.benchmarks.specs.Recipe`),
+the protocol of the LUCIR/CwD/BDR papers.
 
 CIFAR-100: pad 4 + random 32 crop + horizontal flip for training and the
 normalisation of the LUCIR/BDR code. ImageNet: RandomResizedCrop + flip for
@@ -6,7 +8,9 @@ training, Resize(8/7 of the size) + CenterCrop for evaluation, with the
 usual ImageNet mean and std. Small ImageNet-derived images (Tiny-ImageNet
 scaled to 32 or 64 pixels) get the CIFAR recipe instead, on uint8 tensors,
 so the same transform serves images decoded on the fly and images decoded
-once into memory.
+once into memory. The fast path's
+:meth:`~bdr_avalanche.augment.BatchAugment.from_recipe` reads the same
+recipes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import torch
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from .._utils import check_positive_int
+from .specs import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Recipe,
+    imagenet_recipe,
+    small_image_recipe,
+)
 
 __all__ = [
     "CIFAR100_MEAN",
@@ -27,12 +40,45 @@ __all__ = [
     "cifar100_transforms",
     "imagenet_transforms",
     "small_image_transforms",
+    "torchvision_transforms",
 ]
 
-CIFAR100_MEAN = (0.5071, 0.4866, 0.4409)
-CIFAR100_STD = (0.2009, 0.1984, 0.2023)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+def torchvision_transforms(
+    recipe: Recipe,
+) -> tuple[Callable | None, Callable | None]:
+    """``(train, eval)`` torchvision transforms of ``recipe``.
+
+    PIL images (``pixels="pil"``) get ``torchvision.transforms`` ending in
+    ``ToTensor`` and ``Normalize``; tensors get ``transforms.v2``, ending
+    in ``ToDtype(float32, scale=True)`` and ``Normalize`` for uint8 (after
+    ``PILToTensor`` for ``"pil_uint8"``), in nothing for standardised
+    floats. A single step is returned bare, none as ``None``.
+    """
+    api = transforms if recipe.pixels == "pil" else v2
+    if recipe.padding is not None:
+        crop = [api.RandomCrop(recipe.size, padding=recipe.padding)]
+        resize = []
+    else:
+        crop = [api.RandomResizedCrop(recipe.size)]
+        resize = [api.Resize(recipe.eval_resize), api.CenterCrop(recipe.size)]
+    flip = [api.RandomHorizontalFlip(recipe.flip)] if recipe.flip else []
+    head, tail = [], []
+    if recipe.pixels == "pil":
+        tail = [transforms.ToTensor(), transforms.Normalize(recipe.mean, recipe.std)]
+    elif recipe.pixels != "standardised":
+        head = [v2.PILToTensor()] if recipe.pixels == "pil_uint8" else []
+        tail = [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(recipe.mean, recipe.std),
+        ]
+    compose = transforms.Compose if recipe.pixels == "pil" else v2.Compose
+    train = [*head, *crop, *flip, *tail]
+    evaluate = [*head, *resize, *tail]
+    return tuple(
+        None if not steps else steps[0] if len(steps) == 1 else compose(steps)
+        for steps in (train, evaluate)
+    )
 
 
 def cifar100_transforms() -> tuple[Callable, Callable]:
@@ -41,16 +87,7 @@ def cifar100_transforms() -> tuple[Callable, Callable]:
     Train: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
     Normalize; eval: ToTensor, Normalize.
     """
-    normalize = transforms.Normalize(CIFAR100_MEAN, CIFAR100_STD)
-    train = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    return train, transforms.Compose([transforms.ToTensor(), normalize])
+    return torchvision_transforms(DATASETS["cifar100"].recipe())
 
 
 def imagenet_transforms(resolution: int = 224) -> tuple[Callable, Callable]:
@@ -60,25 +97,7 @@ def imagenet_transforms(resolution: int = 224) -> tuple[Callable, Callable]:
     Normalize; eval: Resize(round(resolution * 8 / 7)) (256 for 224),
     CenterCrop(resolution), ToTensor, Normalize.
     """
-    check_positive_int("resolution", resolution)
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(resolution),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    evaluate = transforms.Compose(
-        [
-            transforms.Resize(round(resolution * 8 / 7)),
-            transforms.CenterCrop(resolution),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    return train, evaluate
+    return torchvision_transforms(imagenet_recipe(resolution))
 
 
 def small_image_transforms(
@@ -93,18 +112,5 @@ def small_image_transforms(
     that size with ``from_pil`` (they are converted to such tensors first,
     so both kinds of input give identical results).
     """
-    check_positive_int("resolution", resolution)
-    head = [v2.PILToTensor()] if from_pil else []
-    tail = [
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
-    train = v2.Compose(
-        [
-            *head,
-            v2.RandomCrop(resolution, padding=resolution // 8),
-            v2.RandomHorizontalFlip(),
-            *tail,
-        ]
-    )
-    return train, v2.Compose([*head, *tail])
+    recipe = small_image_recipe(resolution, "pil_uint8" if from_pil else "uint8")
+    return torchvision_transforms(recipe)

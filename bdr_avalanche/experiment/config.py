@@ -27,8 +27,10 @@ from typing import Any
 
 import yaml
 
-from .hparam_tables import LUCIR_HPARAMS
-from .hparams import HParam
+from ..benchmarks.specs import DATASETS as DATASET_SPECS
+from ..benchmarks.specs import help_texts
+from ..hparam_tables import LUCIR_HPARAMS
+from ..hparams import HParam
 
 __all__ = [
     "BACKBONES",
@@ -50,7 +52,7 @@ OUR_METHODS: dict[str, dict[str, bool]] = {
 
 BASELINE_METHODS = ("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der")
 METHODS = (*OUR_METHODS, *BASELINE_METHODS)
-DATASETS = ("digits", "cifar100", "imagenet", "imagefolder")
+DATASETS = tuple(DATASET_SPECS)
 BACKBONES = (
     "small_cnn",
     "resnet18_cifar",
@@ -65,13 +67,10 @@ BACKBONES = (
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
-# Per dataset: base classes, phases, backbone (None: chosen by resolution).
-_DATASET_DEFAULTS: dict[str, tuple[int, int, str | None]] = {
-    "digits": (4, 3, "small_cnn"),
-    "cifar100": (50, 5, "resnet18_cifar"),
-    "imagenet": (500, 5, "resnet18_imagenet"),
-    "imagefolder": (50, 5, None),
-}
+# The per-dataset defaults (n_base, n_phases, backbone, resolution) are the
+# datasets' specs, bdr_avalanche.benchmarks.specs.DATASETS; so are the facts
+# that --help names.
+_SPECS = help_texts()
 _CHOICES = {
     "method": METHODS,
     "dataset": DATASETS,
@@ -133,12 +132,7 @@ class ExperimentConfig:
         kind="seed",
     )
     # -- data
-    dataset: str = _opt(
-        "digits",
-        "digits (embedded, no download), cifar100, imagenet (ImageNet-1k, "
-        "torchvision layout) or imagefolder (root/train/<class>/, root/val/<class>/: "
-        "ImageNet-Subset, Tiny-ImageNet)",
-    )
+    dataset: str = _opt("digits", _SPECS["datasets"])
     dataset_root: str | None = _opt(
         None,
         "dataset folder (or a .zip for imagefolder); required except for digits",
@@ -150,13 +144,13 @@ class ExperimentConfig:
     n_base: int | None = _opt(
         None,
         "classes of the first experience; 0 = equal phases from the start, "
-        "not for digits (default: 4 digits, 50 cifar100/imagefolder, 500 imagenet)",
+        f"not for {_SPECS['no_b0']} (default: {_SPECS['n_base']})",
         kind="non_negative_int",
     )
     n_phases: int | None = _opt(
         None,
         "equal experiences after the first (n_base=0: experiences in all) "
-        "(default: 3 digits, else 5)",
+        f"(default: {_SPECS['n_phases']})",
         kind="positive_int",
     )
     class_order_seed: int = _opt(
@@ -167,7 +161,8 @@ class ExperimentConfig:
     )
     resolution: int | None = _opt(
         None,
-        "image side for imagenet/imagefolder (default 224; e.g. 32 or 64)",
+        f"image side for {_SPECS['resized']} (default {_SPECS['resolution']}; "
+        "e.g. 32 or 64)",
         kind="positive_int",
     )
     in_memory: bool = _opt(
@@ -229,8 +224,7 @@ class ExperimentConfig:
     fast_input: bool | None = _opt(
         None,
         "ours: keep each experience's images on the device and augment whole "
-        "batches there (default: on CUDA for digits, cifar100 and in_memory "
-        "imagefolder)",
+        f"batches there (default: on CUDA for {_SPECS['in_memory']})",
     )
     amp: str = _opt(
         "auto",
@@ -239,6 +233,19 @@ class ExperimentConfig:
     )
     channels_last: bool = _opt(False, "ours: channels-last memory format")
     compile: bool = _opt(False, "ours: torch.compile the backbone (opt-in)")
+    reuse_base: bool = _opt(
+        True,
+        "ours: store the model after the first experience and start from it "
+        "in runs whose first experience is identical (e.g. lucir_cwd and "
+        "lucir_cwd_bdr, or 5 and 10 phases); false: always train it",
+        runtime=True,
+    )
+    base_cache: str | None = _opt(
+        None,
+        "folder of the stored first-experience models (default: "
+        "<output_dir>/base_models; compare: that of its own output_dir)",
+        runtime=True,
+    )
     save_models: bool = _opt(
         True,
         "save the model's weights after each experience, to models/exp_XX.pt",
@@ -296,16 +303,15 @@ class ExperimentConfig:
     # ------------------------------------------------------------------
     def resolved(self) -> ExperimentConfig:
         """A copy with the dataset-dependent defaults and the name filled in."""
-        n_base, n_phases, backbone = _DATASET_DEFAULTS[self.dataset]
-        resolution = self.resolution
-        if resolution is None and self.dataset in ("imagenet", "imagefolder"):
-            resolution = 224
+        spec = DATASET_SPECS[self.dataset]
+        resolution = spec.resolution if self.resolution is None else self.resolution
+        backbone = self.backbone
         if backbone is None:
-            backbone = "resnet18_imagenet" if resolution >= 128 else "resnet18_cifar"
+            backbone = spec.default_backbone(resolution)
         values = {
-            "n_base": n_base if self.n_base is None else self.n_base,
-            "n_phases": n_phases if self.n_phases is None else self.n_phases,
-            "backbone": backbone if self.backbone is None else self.backbone,
+            "n_base": spec.n_base if self.n_base is None else self.n_base,
+            "n_phases": spec.n_phases if self.n_phases is None else self.n_phases,
+            "backbone": backbone,
             "resolution": resolution,
         }
         if self.name is None:

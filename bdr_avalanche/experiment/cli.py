@@ -1,7 +1,7 @@
 """Command line: ``bdr-avalanche run`` and ``bdr-avalanche compare``.
 
 Both read YAML config files (``-c``, later files win) and then options; the
-options are generated from :class:`~bdr_avalanche.config.ExperimentConfig`,
+options are generated from :class:`~bdr_avalanche.experiment.config.ExperimentConfig`,
 so every config key is also an option (``--dataset_root`` or
 ``--dataset-root``) and ``--help`` lists them all with their defaults.
 """
@@ -176,14 +176,15 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from ..benchmarks import DatasetError
+    from ..distributed import launched_by_torchrun, shutdown
+    from ..plugins import NonFiniteLossError
     from ._atomic import WriteError
-    from .benchmarks import DatasetError
     from .checkpoint import CheckpointError
+    from .compare import run_comparison
     from .config import ConfigError, load_config, parse_value
-    from .distributed import launched_by_torchrun, shutdown
-    from .plugins import NonFiniteLossError
-    from .run_folder import RunFolderError
-    from .runner import RunExistsError, run_comparison, run_experiment
+    from .run_folder import RunExistsError, RunFolderError
+    from .runner import run_experiment
 
     try:
         overrides = {key: parse_value(key, text) for key, text in args.items()}

@@ -33,12 +33,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .._utils import nan_to_none  # noqa: E402
+from ..protocol import IncrementalResults  # noqa: E402
 from ._atomic import atomic_write, write_text  # noqa: E402
-from ._utils import nan_to_none  # noqa: E402
-from .protocol import IncrementalResults  # noqa: E402
 
 if TYPE_CHECKING:
-    from .metrics import PriorTraceRecord
+    from ..metrics import PriorTraceRecord
 
 __all__ = [
     "SUMMARY_COLUMNS",

@@ -31,6 +31,7 @@ __all__ = [
     "LOCK",
     "MARKER",
     "FolderInUseError",
+    "RunExistsError",
     "RunFolder",
     "RunFolderError",
 ]
@@ -49,6 +50,10 @@ _KEEP = (MARKER, LOCK)
 class RunFolderError(RuntimeError):
     """A results folder cannot be used (not ours, not a folder, not
     writable); nothing was changed."""
+
+
+class RunExistsError(RuntimeError):
+    """The results folder holds a finished run and overwriting was not asked."""
 
 
 class FolderInUseError(RunFolderError):

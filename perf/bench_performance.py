@@ -34,7 +34,7 @@ measures all of it side by side, in one run, on the current device:
 
 Run from the repository root::
 
-    python benchmarks/bench_performance.py [--device auto|cpu|cuda]
+    python perf/bench_performance.py [--device auto|cpu|cuda]
                                            [--size small|full] [--repeats N]
                                            [--threads N] [--amp MODE]
                                            [--channels-last] [--compile]
@@ -79,12 +79,12 @@ from torch.utils.data import Dataset
 from bdr_avalanche import LUCIR
 from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.benchmarks import cifar100_transforms
-from bdr_avalanche.config import ExperimentConfig
+from bdr_avalanche.experiment.config import ExperimentConfig
+from bdr_avalanche.experiment.factories import amp_dtype
+from bdr_avalanche.experiment.factories import num_workers as runner_num_workers
 from bdr_avalanche.fast_input import DeviceBatchLoader
 from bdr_avalanche.functional import herding_select, update_class_statistics
 from bdr_avalanche.models import CifarResNet, resnet18_cifar
-from bdr_avalanche.runner import amp_dtype
-from bdr_avalanche.runner import num_workers as runner_num_workers
 
 METHODS = ("Naive", "LUCIR", "LUCIR+CwD", "LUCIR+CwD+BDR")
 LUCIR_FLAGS = {

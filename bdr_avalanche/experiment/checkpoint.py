@@ -19,17 +19,32 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from avalanche.evaluation.metrics.forgetting_bwt import Forgetting
+from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
+from .. import distributed
+from ..metrics import DiagnosticMetrics
+from ..protocol import IncrementalResults
+from ..strategy import LUCIR
 from ._atomic import atomic_write
+from .config import ConfigError, ExperimentConfig
+from .run_folder import RunExistsError
 
 __all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "previous_checkpoint",
+    "restore_diagnostics",
+    "restore_rng",
+    "wrap_seed",
+    "run_state",
     "CheckpointError",
     "evaluator_state",
     "load_checkpoint",
@@ -40,6 +55,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+"""The checkpoint's name in the run folder."""
+CHECKPOINT_FORMAT = 1
+"""The layout of the checkpoint's dict; a run refuses other formats."""
 
 
 class CheckpointError(RuntimeError):
@@ -144,3 +164,121 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{str(err).splitlines()[0] if str(err) else ''}); delete it or pass "
             "--overwrite to start the run again"
         ) from err
+
+
+def previous_checkpoint(
+    run_dir: Path, cfg: ExperimentConfig, overwrite: bool
+) -> dict[str, Any] | None:
+    """What ``run_dir`` already holds: raises if it is a finished run (and
+    not ``overwrite``) or a checkpoint of another configuration; returns the
+    checkpoint to resume from, if any."""
+    if overwrite:
+        return None
+    if (run_dir / "results.json").exists():
+        raise RunExistsError(
+            f"{run_dir} already holds a finished run; pass --overwrite to start it "
+            "again, or choose another name/output_dir"
+        )
+    path = run_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {checkpoint.get('format')!r}; this version "
+            f"reads format {CHECKPOINT_FORMAT}: pass --overwrite to start again"
+        )
+    try:
+        saved = ExperimentConfig(**checkpoint["config"])
+    except (TypeError, ConfigError) as err:
+        raise CheckpointError(
+            f"{path}: its configuration is not valid ({err})"
+        ) from None
+    changed = cfg.diff(saved, runtime=False)
+    if changed:
+        details = "; ".join(
+            f"{key}: {old!r} in the checkpoint, {new!r} now"
+            for key, (new, old) in sorted(changed.items())
+        )
+        raise CheckpointError(
+            f"{run_dir} holds a checkpoint of a run with another configuration "
+            f"({details}); resume with the same configuration, or pass --overwrite "
+            "to start again"
+        )
+    return checkpoint
+
+
+def wrap_seed(value: int) -> int:
+    """``value`` in NumPy's seed range [0, 2**32 - 1] (a seed near the top
+    of the range plus a rank or an offset wraps around)."""
+    return value % 2**32
+
+
+def restore_rng(checkpoint: dict[str, Any], fallback_seed: int) -> None:
+    """Each process's random state at the checkpoint. A run resumed on
+    another number of processes than it was saved from cannot restore the
+    streams: it draws fresh ones (the results are then equivalent, not
+    identical)."""
+    states = checkpoint["rank_rng"]
+    if len(states) == distributed.world_size():
+        set_rng_state(states[distributed.rank()])
+        return
+    log.warning(
+        "the checkpoint was written by %d process(es), this run has %d: the "
+        "random streams are seeded again",
+        len(states),
+        distributed.world_size(),
+    )
+    RNGManager.set_random_seeds(wrap_seed(fallback_seed + distributed.rank()))
+
+
+def restore_diagnostics(
+    diagnostics: DiagnosticMetrics,
+    evaluator,
+    checkpoint: dict[str, Any],
+    done_experiences: Sequence,
+) -> None:
+    """Restore the evaluator's metrics and the diagnostics from a
+    checkpoint. A checkpoint written before the diagnostics existed has
+    no state for them (they come last in the evaluator): they start with
+    the classes of the finished experiences and no history."""
+    saved = list(checkpoint["evaluator"])
+    if "diagnostics" in checkpoint:
+        diagnostics.load_state_dict(checkpoint["diagnostics"])
+    else:
+        saved += [None] * len(diagnostics.metrics)
+        diagnostics.set_seen_experiences(
+            [
+                (exp.current_experience, exp.classes_in_this_experience)
+                for exp in done_experiences
+            ]
+        )
+    load_evaluator_state(evaluator, saved)
+
+
+def run_state(
+    cfg: ExperimentConfig,
+    strategy: LUCIR,
+    evaluator: EvaluationPlugin,
+    diagnostics: DiagnosticMetrics,
+    results: IncrementalResults,
+    times: Sequence[float],
+    wandb_id: str | None,
+) -> dict[str, Any] | None:
+    """The checkpoint of a run between two experiences: every process takes
+    part (their random states are gathered), rank 0 gets the state, the
+    others ``None``."""
+    rank_rng = distributed.gather_objects(rng_state())
+    if not distributed.is_main_process():
+        return None
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "strategy": strategy.state_dict(),
+        "evaluator": evaluator_state(evaluator),
+        "diagnostics": diagnostics.state_dict(),
+        "results": results.state_dict(),
+        "times": list(times),
+        "wandb_id": wandb_id,
+        "rank_rng": rank_rng,
+    }

@@ -1,0 +1,458 @@
+"""One factory per baseline, with its hyper-parameters, in a registry.
+
+Each factory builds one of Avalanche's strategies from a checked
+:class:`Setup` (the backbone, the memory size, LUCIR's SGD schedule and the
+strategy's arguments, shared by all baselines) and its own hyper-parameters,
+which it declares as a table of :class:`~bdr_avalanche.hparams.HParam`:
+their defaults, ranges and help texts are written once, there; the
+factory's signature takes its defaults from the table,
+:func:`~bdr_avalanche.hparams.document_hparams` writes its ``:param`` lines
+and :meth:`Baseline.check_hparams` checks the values against it.
+:func:`~bdr_avalanche.baselines.make_baseline` checks the shared arguments,
+builds the :class:`Setup` and calls the factory with the checked values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from avalanche.core import BasePlugin
+from avalanche.models import IncrementalClassifier
+from avalanche.training.plugins import GDumbPlugin, LRSchedulerPlugin, ReplayPlugin
+from avalanche.training.supervised import DER, GDumb, ICaRL, LwF, Naive
+from avalanche.training.templates import SupervisedTemplate
+from torch import Tensor, nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import MultiStepLR
+
+from ..hparams import HParam, document_hparams
+from .fixes import (
+    _BiCBiasInForward,
+    _ClassBalancedBuffer,
+    _EvalMaskedClassifier,
+    _find_plugin,
+    _icarl_teacher,
+    _lwf_teacher,
+    _ResetOptimizerState,
+    _SeenClassesNCM,
+    _TeacherInEvalMode,
+    _UnmaskedLogitsBuffer,
+)
+from .memory import GrowingMemoryBudget
+
+__all__ = [
+    "REGISTRY",
+    "Baseline",
+    "Schedule",
+    "Setup",
+    "bic",
+    "der",
+    "gdumb",
+    "icarl",
+    "lwf",
+    "naive",
+    "register",
+    "replay",
+]
+
+Factory = Callable[..., SupervisedTemplate]
+"""``factory(setup, **hparams)``: a baseline's strategy."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """LUCIR's optimiser: ``SGD(lr, momentum, weight_decay)`` with a
+    ``MultiStepLR(milestones, lr_decay)`` stepped per epoch, both reset at
+    every experience (the learning rate and schedule by
+    ``LRSchedulerPlugin``, the momentum by
+    :class:`~bdr_avalanche.baselines.fixes._ResetOptimizerState`, which
+    :meth:`Setup.plugins` adds)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    milestones: Sequence[int]
+    lr_decay: float
+
+    def sgd(self, parameters: Iterable[nn.Parameter]) -> tuple[SGD, LRSchedulerPlugin]:
+        """The optimiser of ``parameters`` and the plugin that steps and
+        resets its schedule."""
+        optimizer = SGD(
+            parameters,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+        scheduler = MultiStepLR(optimizer, self.milestones, self.lr_decay)
+        schedule = LRSchedulerPlugin(
+            scheduler,
+            reset_scheduler=True,
+            reset_lr=True,
+            step_granularity="epoch",
+        )
+        return optimizer, schedule
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every baseline shares, checked by
+    :func:`~bdr_avalanche.baselines.make_baseline`."""
+
+    backbone: nn.Module
+    """Maps images to ``(N, out_dim)`` features."""
+    num_classes: int
+    """Classes in the whole benchmark."""
+    mem_per_class: int
+    """Exemplars kept per seen class (by the baselines with a memory)."""
+    schedule: Schedule
+    strategy_args: Mapping[str, Any]
+    """``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``
+    and ``evaluator`` of the Avalanche strategy."""
+    extra_plugins: Sequence[BasePlugin] = ()
+    """The caller's plugins, run after the baseline's own."""
+
+    @property
+    def out_dim(self) -> int:
+        """The size of the backbone's features."""
+        return int(self.backbone.out_dim)
+
+    def plugins(
+        self, schedule: LRSchedulerPlugin, *own: BasePlugin
+    ) -> list[BasePlugin]:
+        """The strategy's plugins, in order: the optimiser-state reset, the
+        baseline's ``own``, the learning-rate ``schedule``, the caller's."""
+        return [_ResetOptimizerState(), *own, schedule, *self.extra_plugins]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A registered baseline: its factory and hyper-parameter table."""
+
+    name: str
+    factory: Factory
+    hparams: Mapping[str, HParam]
+    """The factory's keyword arguments: defaults, ranges and help texts."""
+
+    def check_hparams(self, hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The table's defaults overridden by ``hparams``, each checked
+        against its range; raise ``ValueError`` naming a key that is not in
+        the table, or one whose value is out of range."""
+        given = dict(hparams or {})
+        unknown = sorted(set(given) - set(self.hparams))
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameters {unknown} for baseline {self.name!r}; "
+                f"it accepts {sorted(self.hparams) or 'none'}"
+            )
+        return {
+            key: hp.check(key, given.get(key, hp.default))
+            for key, hp in self.hparams.items()
+        }
+
+
+REGISTRY: dict[str, Baseline] = {}
+"""The baselines by name, in the order they are registered."""
+
+
+def register(name: str, hparams: Mapping[str, HParam]) -> Callable[[Factory], Factory]:
+    """Decorator: register a factory under ``name`` with its hyper-parameter
+    table, and add the table's ``:param`` lines to its docstring."""
+
+    def add(factory: Factory) -> Factory:
+        if name in REGISTRY:
+            raise ValueError(f"baseline {name!r} is already registered")
+        table = MappingProxyType(dict(hparams))
+        REGISTRY[name] = Baseline(name, factory, table)
+        if not table:
+            return factory
+        factory.HPARAMS = table  # what document_hparams reads, as on a class
+        return document_hparams(factory)
+
+    return add
+
+
+class _Net(nn.Module):
+    """A backbone followed by a classifier on its features."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def _growing_net(setup: Setup) -> _Net:
+    """The backbone with an ``IncrementalClassifier``: one output per class
+    seen so far, so that the argmax ranges over those only."""
+    return _Net(setup.backbone, IncrementalClassifier(setup.out_dim))
+
+
+@register("naive", {})
+def naive(setup: Setup) -> SupervisedTemplate:
+    """Avalanche's ``Naive``: fine-tuning a growing ``IncrementalClassifier``
+    on each experience's data, without memory."""
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    return Naive(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        plugins=setup.plugins(schedule),
+        **setup.strategy_args,
+    )
+
+
+@register("replay", {})
+def replay(setup: Setup) -> SupervisedTemplate:
+    """``Naive`` + ``ReplayPlugin`` with a class-balanced random buffer of
+    ``mem_per_class`` exemplars per seen class
+    (:class:`~bdr_avalanche.baselines.GrowingMemoryBudget`). Every step draws
+    ``train_mb_size`` new samples *and* ``train_mb_size`` memory samples
+    (Avalanche's replay loader), unlike LUCIR's single shuffled loader over
+    data and memory."""
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    buffer = _ClassBalancedBuffer(max_size=0, adaptive_size=True)
+    plugin = ReplayPlugin(mem_size=0, storage_policy=buffer)
+    budget = GrowingMemoryBudget(setup.mem_per_class, buffer)
+    return Naive(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        plugins=setup.plugins(schedule, budget, plugin),
+        **setup.strategy_args,
+    )
+
+
+_ICARL_HPARAMS = {
+    "buffer_transform": HParam(
+        None,
+        "transform applied to the exemplars, which already went through the "
+        "eval transform, so it must work on tensors (e.g. crop and flip, no "
+        "ToTensor or normalisation); None: exemplars are not augmented",
+    ),
+}
+
+
+@register("icarl", _ICARL_HPARAMS)
+def icarl(
+    setup: Setup,
+    *,
+    buffer_transform: Callable | None = _ICARL_HPARAMS["buffer_transform"].default,
+) -> SupervisedTemplate:
+    """Avalanche's ``ICaRL``: herding memory of ``mem_per_class`` exemplars
+    per seen class, sigmoid/BCE distillation, NCM classifier at eval
+    (:class:`~bdr_avalanche.baselines.fixes._SeenClassesNCM`).
+
+    The training head is a ``Linear`` over all ``num_classes``, as the
+    original iCaRL's sigmoid outputs: ``ICaRLLossPlugin`` reloads its old
+    model with ``load_state_dict``, which fails once an
+    ``IncrementalClassifier`` has grown (see :mod:`.fixes`).
+    """
+    classifier = nn.Linear(setup.out_dim, setup.num_classes)
+    optimizer, schedule = setup.schedule.sgd(
+        [*setup.backbone.parameters(), *classifier.parameters()]
+    )
+    strategy = ICaRL(
+        feature_extractor=setup.backbone,
+        classifier=classifier,
+        optimizer=optimizer,
+        memory_size=setup.mem_per_class,
+        buffer_transform=buffer_transform,
+        fixed_memory=False,
+        plugins=setup.plugins(schedule, _TeacherInEvalMode(_icarl_teacher)),
+        **setup.strategy_args,
+    )
+    strategy.model.eval_classifier = _SeenClassesNCM(normalize=True)
+    return strategy
+
+
+_LWF_HPARAMS = {
+    "alpha": HParam(
+        1.0,
+        "weight of the distillation loss (Avalanche's KL divergence on the "
+        "old classes' outputs, without a T**2 factor)",
+        "non_negative",
+    ),
+    "temperature": HParam(2.0, "distillation temperature", "positive"),
+}
+
+
+@register("lwf", _LWF_HPARAMS)
+def lwf(
+    setup: Setup,
+    *,
+    alpha: float = _LWF_HPARAMS["alpha"].default,
+    temperature: float = _LWF_HPARAMS["temperature"].default,
+) -> SupervisedTemplate:
+    """Avalanche's ``LwF`` with a growing ``IncrementalClassifier``: the
+    previous model (in eval mode,
+    :class:`~bdr_avalanche.baselines.fixes._TeacherInEvalMode`) is distilled
+    on the new data; no memory."""
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    return LwF(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        alpha=alpha,
+        temperature=temperature,
+        plugins=setup.plugins(schedule, _TeacherInEvalMode(_lwf_teacher)),
+        **setup.strategy_args,
+    )
+
+
+_BIC_HPARAMS = {
+    "val_percentage": HParam(
+        0.1,
+        "share of each class's memory held out to fit the bias layer: "
+        "max(1, round(val_percentage x mem_per_class)) exemplars, at most "
+        "mem_per_class - 1",
+        "fraction",
+    ),
+    "T": HParam(2.0, "distillation temperature", "positive"),
+    "stage_2_epochs": HParam(
+        100,
+        "epochs of stage 2, which fits the bias layer (FACIL uses 200)",
+        "positive_int",
+    ),
+    "stage_2_lr": HParam(
+        0.1,
+        "SGD learning rate of stage 2 (momentum 0.9, x0.1 at epochs 50, 100 "
+        "and 150, fixed by Avalanche)",
+        "positive",
+    ),
+}
+
+
+@register("bic", _BIC_HPARAMS)
+def bic(
+    setup: Setup,
+    *,
+    val_percentage: float = _BIC_HPARAMS["val_percentage"].default,
+    T: float = _BIC_HPARAMS["T"].default,
+    stage_2_epochs: int = _BIC_HPARAMS["stage_2_epochs"].default,
+    stage_2_lr: float = _BIC_HPARAMS["stage_2_lr"].default,
+) -> SupervisedTemplate:
+    """``Naive`` + BiC's plugin (what Avalanche's ``BiC`` is; it does not
+    accept a storage policy) with a growing ``IncrementalClassifier``.
+
+    Each seen class keeps ``mem_per_class`` exemplars: some held out to fit
+    the bias layer, the rest in a class-balanced random buffer for replay.
+    Distillation at temperature ``T`` with BiC's adaptive weight
+    n_old / n_seen; the bias layer (two parameters fitted on a few hundred
+    images) is trained after every experience but the first. The plugin is
+    :class:`~bdr_avalanche.baselines.fixes._BiCPlugin` with the bias layer
+    in the model's forward
+    (:class:`~bdr_avalanche.baselines.fixes._BiCBiasInForward`). Needs
+    ``mem_per_class >= 2`` (``ValueError`` otherwise).
+    """
+    if setup.mem_per_class < 2:
+        raise ValueError(
+            "BiC splits each class's memory into replay and validation "
+            f"exemplars: mem_per_class must be >= 2, got {setup.mem_per_class}"
+        )
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    val_per_class = max(1, round(val_percentage * setup.mem_per_class))
+    val_per_class = min(val_per_class, setup.mem_per_class - 1)
+    buffer = _ClassBalancedBuffer(max_size=0, adaptive_size=True)
+    plugin = _BiCBiasInForward(
+        val_per_class=val_per_class,
+        mem_size=0,
+        storage_policy=buffer,
+        val_percentage=val_percentage,
+        T=T,
+        stage_2_epochs=stage_2_epochs,
+        lr=stage_2_lr,
+    )
+    budget = GrowingMemoryBudget(setup.mem_per_class - val_per_class, buffer)
+    return Naive(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        plugins=setup.plugins(schedule, budget, plugin),
+        **setup.strategy_args,
+    )
+
+
+@register("gdumb", {})
+def gdumb(setup: Setup) -> SupervisedTemplate:
+    """Avalanche's ``GDumb`` with a growing ``IncrementalClassifier``: at
+    every experience the model is reset to its initial weights and trained
+    only on the class-balanced random memory of ``mem_per_class``
+    exemplars per seen class."""
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    budget = GrowingMemoryBudget(setup.mem_per_class)
+    strategy = GDumb(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        mem_size=0,
+        plugins=setup.plugins(schedule, budget),
+        **setup.strategy_args,
+    )
+    plugin = _find_plugin(strategy, GDumbPlugin)
+    plugin.storage_policy = budget.buffer = _ClassBalancedBuffer(0)
+    return strategy
+
+
+_DER_HPARAMS = {
+    "alpha": HParam(
+        0.1,
+        "weight of the MSE between the outputs and the logits stored with "
+        "the memory samples",
+        "non_negative",
+    ),
+    "beta": HParam(
+        0.5, "weight of the cross-entropy on the memory samples", "non_negative"
+    ),
+    "batch_size_mem": HParam(
+        None,
+        "memory samples per step (default: train_mb_size); DER replays only "
+        "once its buffer holds this many",
+        "positive_int",
+    ),
+}
+
+
+@register("der", _DER_HPARAMS)
+def der(
+    setup: Setup,
+    *,
+    alpha: float = _DER_HPARAMS["alpha"].default,
+    beta: float = _DER_HPARAMS["beta"].default,
+    batch_size_mem: int | None = _DER_HPARAMS["batch_size_mem"].default,
+) -> SupervisedTemplate:
+    """Avalanche's ``DER`` (DER++, Buzzega et al.) with a class-balanced
+    random buffer of ``mem_per_class`` exemplars and their logits per seen
+    class.
+
+    The head has ``num_classes`` outputs from the start and is trained
+    unmasked, as in the DER paper; at eval the classes not seen yet are
+    masked, except while DER stores logits in its buffer
+    (:class:`~bdr_avalanche.baselines.fixes._EvalMaskedClassifier`).
+    """
+    head = _EvalMaskedClassifier(setup.out_dim, initial_out_features=setup.num_classes)
+    model = _Net(setup.backbone, head)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    budget = GrowingMemoryBudget(setup.mem_per_class)
+    strategy = DER(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        mem_size=0,
+        batch_size_mem=batch_size_mem,
+        alpha=alpha,
+        beta=beta,
+        plugins=setup.plugins(schedule, budget),
+        **setup.strategy_args,
+    )
+    strategy.storage_policy = budget.buffer = _UnmaskedLogitsBuffer(head)
+    return strategy

@@ -1,0 +1,39 @@
+"""The application around the library: configurations, the command line,
+runs and comparisons, their results folders, checkpoints, reports and
+loggers.
+
+The library (plugins, strategy, storage, models, benchmarks) does not
+import this package. Its names are imported on first use, so that the
+command line's ``--help`` needs neither torch nor Avalanche.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "METHODS",
+    "OUR_METHODS",
+    "ConfigError",
+    "ExperimentConfig",
+    "load_config",
+    "run_comparison",
+    "run_experiment",
+]
+
+_HOMES = {
+    "METHODS": ".config",
+    "OUR_METHODS": ".config",
+    "ConfigError": ".config",
+    "ExperimentConfig": ".config",
+    "load_config": ".config",
+    "run_comparison": ".compare",
+    "run_experiment": ".runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name], __name__), name)
