@@ -288,18 +288,7 @@ def test_outputs_changed_after_eval_forward_are_counted():
     assert direct[2] < 1
 
 
-class AvalancheEvalBiC(baselines._BiCPlugin):
-    """Our BiC with Avalanche's own evaluation path: the bias layer applied
-    to ``mb_output`` in ``after_eval_forward`` (no forward hook)."""
-
-    def before_training(self, strategy, *args, **kwargs):
-        BiCPlugin.before_training(self, strategy, *args, **kwargs)
-
-    after_eval_forward = BiCPlugin.after_eval_forward
-
-
-def test_bic_bias_correction_through_avalanche_after_eval_forward(monkeypatch):
-    monkeypatch.setattr(baselines, "_BiCPlugin", AvalancheEvalBiC)
+def test_bic_bias_correction_through_avalanche_after_eval_forward():
     RNGManager.set_random_seeds(0)
     benchmark = make_benchmark()
     strategy = baselines.make_baseline(
@@ -317,7 +306,7 @@ def test_bic_bias_correction_through_avalanche_after_eval_forward(monkeypatch):
         hparams={"stage_2_epochs": 20},
     )
     bic = next(p for p in strategy.plugins if isinstance(p, BiCPlugin))
-    assert isinstance(bic, AvalancheEvalBiC)
+    assert type(bic).after_eval_forward is BiCPlugin.after_eval_forward
     changed = []
 
     def predict(strategy, x):

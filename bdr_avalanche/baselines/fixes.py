@@ -19,8 +19,9 @@ dropped; ``tests/test_baselines.py`` checks each one. By strategy:
 - DER: :class:`_EvalMaskedClassifier` and :class:`_UnmaskedLogitsBuffer`
   (stored logits of a growing head do not match the current outputs);
 - BiC: :class:`_BiCPlugin` (stage 2 fails with recent torch; distillation
-  over the batch at a fixed temperature) and :class:`_BiCBiasInForward`
-  (the bias layer only corrects Avalanche's own eval loop).
+  over the batch at a fixed temperature). Its bias layer corrects the
+  outputs in Avalanche's eval loop (``after_eval_forward``), which is also
+  where the protocol's old/new-class breakdown is measured.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
-from torch.utils.hooks import RemovableHandle
 
 __all__: list[str] = []  # private to the package; imported by name
 
@@ -320,80 +320,3 @@ class _BiCPlugin(BiCPlugin):
             self.bias_layer.alpha.item(),
             self.bias_layer.beta.item(),
         )
-
-
-# -- BiC's bias layer in the model's forward -------------------------------
-# Self-contained: to drop it, delete this section and build `_BiCPlugin`
-# in `registry.bic`.
-
-
-class _BiCBiasInForward(_BiCPlugin):
-    """:class:`_BiCPlugin` whose bias layer is applied by the model itself:
-    a forward hook of the strategy's model corrects its outputs in eval
-    mode, wherever the model is called from.
-
-    **Avalanche 0.6.0:** ``BiCPlugin.after_eval_forward``
-    (``avalanche/training/plugins/bic.py``) applies the bias layer to
-    ``strategy.mb_output``, that is in Avalanche's eval loop only; calling
-    the model directly, as :func:`bdr_avalanche.protocol.train_and_evaluate`
-    does for its old/new-class breakdown, bypasses it.
-
-    **Drop when** the protocol's breakdown comes from Avalanche's eval loop.
-
-    The hook does nothing in training mode, in the first experience, on
-    other modules (deep copies of the model, e.g. BiC's old model, share
-    the hook) and while ``correct_outputs`` is false, as during stage 2,
-    which fits the bias layer on the model's uncorrected outputs.
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.corrected_model: nn.Module | None = None
-        self.correct_outputs = True
-        self._hook_handle: RemovableHandle | None = None
-
-    def before_training(self, strategy: SupervisedTemplate, *args, **kwargs) -> None:
-        super().before_training(strategy, *args, **kwargs)
-        if self.corrected_model is not strategy.model:
-            if self._hook_handle is not None:
-                self._hook_handle.remove()
-            self.corrected_model = strategy.model
-            self._hook_handle = strategy.model.register_forward_hook(
-                _bias_correction_hook(self)
-            )
-
-    def after_eval_forward(self, strategy: SupervisedTemplate, **kwargs) -> None:
-        """Nothing to do: the model's forward hook corrects the outputs."""
-
-    def bias_correction_step(
-        self,
-        strategy: SupervisedTemplate,
-        persistent_workers: bool = False,
-        num_workers: int = 0,
-    ) -> None:
-        """Stage 2, with the hook off: it must not apply the layer being
-        fitted."""
-        self.correct_outputs = False
-        try:
-            super().bias_correction_step(
-                strategy, persistent_workers=persistent_workers, num_workers=num_workers
-            )
-        finally:
-            self.correct_outputs = True
-
-
-def _bias_correction_hook(
-    plugin: _BiCBiasInForward,
-) -> Callable[[nn.Module, tuple, Tensor], Tensor | None]:
-    """The forward hook of :class:`_BiCBiasInForward`: a plain function
-    (not a bound method), so that deep copies of the model share it without
-    copying the plugin; it only acts on the strategy's own model."""
-
-    def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
-        if module.training or module is not plugin.corrected_model:
-            return None
-        if plugin.is_first_experience or not plugin.correct_outputs:
-            return None
-        return plugin.bias_forward(output)
-
-    return hook

@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from ..hparams import HParam, document_hparams
 from .fixes import (
-    _BiCBiasInForward,
+    _BiCPlugin,
     _ClassBalancedBuffer,
     _EvalMaskedClassifier,
     _find_plugin,
@@ -347,10 +347,9 @@ def bic(
     Distillation at temperature ``T`` with BiC's adaptive weight
     n_old / n_seen; the bias layer (two parameters fitted on a few hundred
     images) is trained after every experience but the first. The plugin is
-    :class:`~bdr_avalanche.baselines.fixes._BiCPlugin` with the bias layer
-    in the model's forward
-    (:class:`~bdr_avalanche.baselines.fixes._BiCBiasInForward`). Needs
-    ``mem_per_class >= 2`` (``ValueError`` otherwise).
+    :class:`~bdr_avalanche.baselines.fixes._BiCPlugin`; its bias layer
+    corrects the outputs in Avalanche's eval loop (``after_eval_forward``).
+    Needs ``mem_per_class >= 2`` (``ValueError`` otherwise).
     """
     if setup.mem_per_class < 2:
         raise ValueError(
@@ -362,7 +361,7 @@ def bic(
     val_per_class = max(1, round(val_percentage * setup.mem_per_class))
     val_per_class = min(val_per_class, setup.mem_per_class - 1)
     buffer = _ClassBalancedBuffer(max_size=0, adaptive_size=True)
-    plugin = _BiCBiasInForward(
+    plugin = _BiCPlugin(
         val_per_class=val_per_class,
         mem_size=0,
         storage_policy=buffer,

@@ -120,17 +120,24 @@ def evaluator_state(evaluator: EvaluationPlugin) -> list[dict[str, Any] | None]:
 def load_evaluator_state(
     evaluator: EvaluationPlugin, state: list[dict[str, Any] | None]
 ) -> None:
-    """Restore :func:`evaluator_state` into an evaluator built with the same
-    metrics."""
-    if len(state) != len(evaluator.metrics):
+    """Restore :func:`evaluator_state` into an evaluator with the same
+    forgetting metrics, in the same order. Metrics without state (which
+    start afresh at every evaluation) may have been added or removed since
+    the state was taken."""
+    saved = [entry for entry in state if entry is not None]
+    forgetting = [
+        metric.forgetting
+        for metric in evaluator.metrics
+        if isinstance(getattr(metric, "forgetting", None), Forgetting)
+    ]
+    if len(saved) != len(forgetting):
         raise CheckpointError(
-            f"the checkpoint has the state of {len(state)} metrics, the evaluator "
-            f"has {len(evaluator.metrics)}"
+            f"the checkpoint has the state of {len(saved)} forgetting metrics, "
+            f"the evaluator has {len(forgetting)}"
         )
-    for metric, saved in zip(evaluator.metrics, state, strict=True):
-        if saved is not None:
-            metric.forgetting.initial = dict(saved["initial"])
-            metric.forgetting.last = dict(saved["last"])
+    for metric, entry in zip(forgetting, saved, strict=True):
+        metric.initial = dict(entry["initial"])
+        metric.last = dict(entry["last"])
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
@@ -242,18 +249,16 @@ def restore_diagnostics(
     checkpoint. A checkpoint written before the diagnostics existed has
     no state for them (they come last in the evaluator): they start with
     the classes of the finished experiences and no history."""
-    saved = list(checkpoint["evaluator"])
     if "diagnostics" in checkpoint:
         diagnostics.load_state_dict(checkpoint["diagnostics"])
     else:
-        saved += [None] * len(diagnostics.metrics)
         diagnostics.set_seen_experiences(
             [
                 (exp.current_experience, exp.classes_in_this_experience)
                 for exp in done_experiences
             ]
         )
-    load_evaluator_state(evaluator, saved)
+    load_evaluator_state(evaluator, list(checkpoint["evaluator"]))
 
 
 def run_state(

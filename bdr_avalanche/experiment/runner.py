@@ -147,8 +147,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             err.experience = progress["experience"]
             err.resume_from = max(progress["saved"], progress["base"])
         if folder is not None:
-            finished = (run_dir / "results.json").exists() and fresh
-            if fresh and not progress["saved"] and not finished:
+            # a fresh run emptied its folder: what is there now is its own
+            kept = [run_dir / name for name in ("results.json", CHECKPOINT_FILE)]
+            if fresh and not any(path.exists() for path in kept):
                 # nothing to resume: leave no half-written folder behind
                 folder.discard(delete=folder.created or overwrite)
             elif checkpoint is None and not fresh and folder.created:
