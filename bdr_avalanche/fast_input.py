@@ -7,7 +7,9 @@ training device, shuffles them there and runs a
 :class:`~bdr_avalanche.augment.BatchAugment` on each mini-batch: no
 per-image PIL transform, no DataLoader worker, no host-to-device copy per
 step. It yields ``[x, y, t]`` mini-batches as Avalanche's data loaders do,
-so the strategy's training loop does not change.
+so the strategy's training loop does not change. :class:`DeviceMultiLoader`
+concatenates the batches of several of them, as Avalanche's
+``ReplayDataLoader`` concatenates new data and memory.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ._utils import check_positive_int
 
-__all__ = ["DeviceBatchLoader", "stack_untransformed"]
+__all__ = ["DeviceBatchLoader", "DeviceMultiLoader", "stack_untransformed"]
 
 
 def _as_tensor(image: Image | Tensor) -> Tensor:
@@ -156,3 +158,54 @@ class DeviceBatchLoader:
                 self.labels[index],
                 self.task_labels[index],
             ]
+
+
+class DeviceMultiLoader:
+    """Each step, the next batch of every loader, concatenated: Avalanche's
+    ``MultiDatasetDataLoader`` (e.g. ``ReplayPlugin``'s ``ReplayDataLoader``:
+    a batch of new data and a batch of memory) on the device.
+
+    The epoch has as many steps as the ``termination`` loader has batches.
+    A loader that runs out before it starts a new epoch of its own (a new
+    permutation) when ``oversample``, else it stops contributing; an empty
+    loader never contributes. The parts keep the loaders' order.
+
+    :param loaders: the loaders, e.g. new data then memory.
+    :param termination: index of the loader whose epoch is the epoch.
+    :param oversample: cycle the loaders that run out first.
+    """
+
+    def __init__(
+        self,
+        loaders: list[DeviceBatchLoader],
+        termination: int = 0,
+        oversample: bool = True,
+    ) -> None:
+        if not 0 <= termination < len(loaders):
+            raise ValueError(
+                f"termination {termination} is not the index of one of the "
+                f"{len(loaders)} loaders"
+            )
+        self.loaders = list(loaders)
+        self.termination = termination
+        self.oversample = oversample
+
+    def __len__(self) -> int:
+        return len(self.loaders[self.termination])
+
+    def __iter__(self):
+        iterators = [iter(loader) for loader in self.loaders]
+        for _ in range(len(self)):
+            parts = []
+            for i, loader in enumerate(self.loaders):
+                if iterators[i] is None:
+                    continue
+                batch = next(iterators[i], None)
+                if batch is None and self.oversample and len(loader) > 0:
+                    iterators[i] = iter(loader)
+                    batch = next(iterators[i], None)
+                if batch is None:
+                    iterators[i] = None
+                    continue
+                parts.append(batch)
+            yield [torch.cat(field) for field in zip(*parts, strict=True)]

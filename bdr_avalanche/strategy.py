@@ -26,7 +26,6 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed
-from .fast_input import DeviceBatchLoader
 from .hparam_tables import LUCIR_HPARAMS, STRATEGY_PLUGINS
 from .hparams import HParam, document_hparams
 from .models import CosineIncrementalNet, remove_last_relu
@@ -38,6 +37,7 @@ from .plugins import (
     LUCIRPlugin,
 )
 from .storage import HerdingBuffer
+from .training.speed import SpeedMixin
 
 __all__ = ["LUCIR", "RelabelledExperience", "RelabelledStream"]
 
@@ -150,7 +150,7 @@ def _layout_hint(experience) -> str:
 
 
 @document_hparams
-class LUCIR(SupervisedTemplate):
+class LUCIR(SpeedMixin, SupervisedTemplate):
     """Class-incremental training as in LUCIR and the BDR paper.
 
     - The ``backbone`` has its last ReLU removed (see
@@ -195,14 +195,16 @@ class LUCIR(SupervisedTemplate):
       after the head grows; ``train_mb_size`` is the global batch, each
       process loading its shard; evaluation covers the whole stream in
       every process.
-    - Speed switches: ``batch_augment`` (a
+    - Speed switches (:class:`~bdr_avalanche.training.SpeedMixin`, which
+      Avalanche's baselines take too): ``batch_augment`` (a
       :class:`~bdr_avalanche.augment.BatchAugment`) keeps each experience's
       images on the device and augments whole batches there
-      (:class:`~bdr_avalanche.fast_input.DeviceBatchLoader`) instead of
+      (:class:`~bdr_avalanche.training.FastInputMixin`) instead of
       using the dataset's transforms in a ``DataLoader``; ``amp_dtype``
       (e.g. ``torch.bfloat16``) runs the forward passes, the frozen
-      previous model's included, under autocast; ``channels_last`` stores
-      the model and the batches in that memory format;
+      previous model's included, under autocast
+      (:class:`~bdr_avalanche.training.AutocastMixin`); ``channels_last``
+      stores the model and the batches in that memory format;
       ``compile_backbone`` compiles the backbone with ``torch.compile``.
 
     Avalanche's conventions hold: ``strategy.eval(test_stream)`` works at
@@ -358,16 +360,6 @@ class LUCIR(SupervisedTemplate):
         self._class_index: dict[int, int] = {}
         self._planned_order: list[int] = []
         self._eval_width = 0
-        self.batch_augment = batch_augment
-        if amp_dtype is not None and not amp_dtype.is_floating_point:
-            raise ValueError(
-                f"amp_dtype must be a floating-point dtype, got {amp_dtype}"
-            )
-        self.amp_dtype = amp_dtype
-        self.memory_format = (
-            torch.channels_last if channels_last else torch.contiguous_format
-        )
-        model.to(memory_format=self.memory_format)
         if compile_backbone:
             backbone.compile()
         if device is None:
@@ -399,6 +391,9 @@ class LUCIR(SupervisedTemplate):
             evaluator=evaluator if evaluator is not None else default_evaluator(),
             eval_every=eval_every,
             peval_mode=peval_mode,
+            batch_augment=batch_augment,
+            amp_dtype=amp_dtype,
+            channels_last=channels_last,
         )
         self._check_lr_schedulers()
 
@@ -649,27 +644,17 @@ class LUCIR(SupervisedTemplate):
         drop_last: bool = False,
         **kwargs,
     ):
-        """One shuffled loader over new data and memory together: a
-        :class:`~bdr_avalanche.fast_input.DeviceBatchLoader` when the
-        strategy has a ``batch_augment``, else a ``DataLoader``.
+        """One shuffled loader over new data and memory together: the
+        device loader of :class:`~bdr_avalanche.training.FastInputMixin`
+        when the strategy has a ``batch_augment``, else a ``DataLoader``.
 
         Distributed, ``train_mb_size`` is the global batch: each process
-        loads its shard in batches of ``train_mb_size / world_size``.
+        loads its shard in batches of ``train_mb_size / world_size``
+        (:meth:`input_shard`).
         """
-        world, rank = distributed.world_size(), distributed.rank()
-        batch_size = distributed.shard_size(self.train_mb_size)
+        batch_size, world, rank = self.input_shard()
         if self.batch_augment is not None:
-            self.dataloader = DeviceBatchLoader.from_dataset(
-                self.adapted_dataset,
-                batch_size,
-                self.batch_augment,
-                self.device,
-                shuffle=shuffle,
-                drop_last=drop_last,
-                memory_format=self.memory_format,
-                num_replicas=world,
-                rank=rank,
-            )
+            super().make_train_dataloader(shuffle=shuffle, drop_last=drop_last)
             return
         args = self._obtain_common_dataloader_parameters(
             batch_size=batch_size,
@@ -694,6 +679,12 @@ class LUCIR(SupervisedTemplate):
         collate_from_data_or_kwargs(self.adapted_dataset, args)
         self.dataloader = DataLoader(self.adapted_dataset, **args)
 
+    def input_shard(self) -> tuple[int, int, int]:
+        """``(train_mb_size / world_size, world_size, rank)``: this
+        process's share of the global batch."""
+        batch_size = distributed.shard_size(self.train_mb_size)
+        return batch_size, distributed.world_size(), distributed.rank()
+
     def make_eval_dataloader(
         self,
         num_workers: int = 0,
@@ -717,18 +708,10 @@ class LUCIR(SupervisedTemplate):
             self.adapted_dataset, distributed_sampling=False, **args
         )
 
-    def autocast(self) -> torch.autocast:
-        """The mixed-precision context of the forward passes (disabled
-        without ``amp_dtype``)."""
-        return torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.bfloat16,
-            enabled=self.amp_dtype is not None,
-        )
-
     def forward(self):
         """The model's logits, computed under :meth:`autocast` and returned
-        in float32 (the losses are computed in float32).
+        in float32 (the losses are computed in float32;
+        :class:`~bdr_avalanche.training.AutocastMixin`).
 
         In evaluation the classes of the experience that the model has not
         learned yet get the head's ``mask_value`` (so they are never
@@ -738,12 +721,11 @@ class LUCIR(SupervisedTemplate):
             # nothing learned yet (e.g. the evaluation before training)
             shape = (len(self.mb_x), self._eval_width)
             return torch.full(shape, head.mask_value, device=self.device)
-        with self.autocast():
-            if self._ddp is not None and self.is_training:
-                output = self._ddp(self.mb_x)
-            else:
-                output = super().forward()
-        output = output.float()
+        if self._ddp is not None and self.is_training:
+            with self.autocast():
+                output = self._ddp(self.mb_x).float()
+        else:
+            output = super().forward()
         missing = self._eval_width - output.shape[1]
         if not self.is_training and missing > 0:
             output = nn.functional.pad(output, (0, missing), value=head.mask_value)

@@ -6,15 +6,17 @@ much faster than Avalanche's ``HerdingSelectionStrategy`` and than a
 per-sample loop (target: at least 20x, with identical picks). This script
 measures all of it side by side, in one run, on the current device:
 
-1. training images/s of Avalanche's ``Naive`` (same backbone, linear
-   incremental head, SGD, no memory) and of our ``LUCIR``, ``LUCIR+CwD`` and
-   ``LUCIR+CwD+BDR`` on one synthetic 2-experience class-incremental stream
-   of CIFAR-like uint8 images, through two input paths: a ``DataLoader``
-   running CIFAR-100's torchvision transforms (with the runner's default
-   workers), and the fast input path (``DeviceBatchLoader`` with
-   ``BatchAugment.cifar()``, plus the runner's default autocast: bf16 on
-   CUDA). ``Naive`` is fed through the same path and autocast as the
-   others, so that the ratios measure the methods.
+1. training images/s of Avalanche's ``Naive`` (the ``naive`` baseline of
+   ``make_baseline``: same backbone, linear incremental head, SGD, no
+   memory) and of our ``LUCIR``, ``LUCIR+CwD`` and ``LUCIR+CwD+BDR`` on one
+   synthetic 2-experience class-incremental stream of CIFAR-like uint8
+   images, through two input paths: a ``DataLoader`` running CIFAR-100's
+   torchvision transforms (with the runner's default workers), and the
+   fast input path (``BatchAugment.cifar()`` on the device, plus the
+   runner's default autocast: bf16 on CUDA). ``Naive`` takes the same
+   switches as ``LUCIR`` (``make_baseline(..., speed=Speed(...))``, the
+   speed mixins of :mod:`bdr_avalanche.training`), so it runs through the
+   same input path and autocast and the ratios measure the methods.
    Experience 0 is where CwD acts; experience 1 is where LUCIR's old model,
    less-forget and ranking losses and BDR's prior are active. Only the
    training epochs are timed (not the per-experience setup, herding or
@@ -65,26 +67,24 @@ import torch
 import torch.nn.functional as F
 from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.scenarios.deprecated.new_classes import NCScenario
-from avalanche.models import IncrementalClassifier
-from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.storage_policy import HerdingSelectionStrategy
 from avalanche.training.templates import SupervisedTemplate
 from PIL import Image
 from torch import Tensor, nn
-from torch.optim import SGD
 from torch.utils.data import Dataset
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.augment import BatchAugment
+from bdr_avalanche.baselines import make_baseline
 from bdr_avalanche.benchmarks import cifar100_transforms
 from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.factories import amp_dtype
 from bdr_avalanche.experiment.factories import num_workers as runner_num_workers
-from bdr_avalanche.fast_input import DeviceBatchLoader
 from bdr_avalanche.functional import herding_select, update_class_statistics
 from bdr_avalanche.models import CifarResNet, resnet18_cifar
+from bdr_avalanche.training import Speed
 
 METHODS = ("Naive", "LUCIR", "LUCIR+CwD", "LUCIR+CwD+BDR")
 LUCIR_FLAGS = {
@@ -276,65 +276,22 @@ def input_paths(args: argparse.Namespace, device: torch.device) -> list[InputPat
     ]
 
 
-class LinearNet(nn.Module):
-    """Backbone and Avalanche's incremental linear head, for ``Naive``."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = IncrementalClassifier(backbone.out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
-
-
-class SameInputNaive(Naive):
-    """Avalanche's ``Naive`` fed as ``LUCIR`` is (same input path, same
-    autocast), so that the ratio to it measures the methods, not the input."""
-
-    def __init__(
-        self,
-        *,
-        batch_augment: nn.Module | None,
-        amp_dtype: torch.dtype | None,
-        memory_format: torch.memory_format,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.batch_augment = batch_augment
-        self.amp_dtype = amp_dtype
-        self.memory_format = memory_format
-
-    def make_train_dataloader(self, shuffle: bool = True, **kwargs) -> None:
-        if self.batch_augment is None:
-            super().make_train_dataloader(shuffle=shuffle, **kwargs)
-            return
-        self.dataloader = DeviceBatchLoader.from_dataset(
-            self.adapted_dataset,
-            self.train_mb_size,
-            self.batch_augment,
-            self.device,
-            shuffle=shuffle,
-            memory_format=self.memory_format,
-        )
-
-    def forward(self) -> Tensor:
-        with torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.bfloat16,
-            enabled=self.amp_dtype is not None,
-        ):
-            return super().forward().float()
-
-
 def make_strategy(
     method: str, size: Size, path: InputPath, device: torch.device, timer: EpochTimer
 ) -> SupervisedTemplate:
-    """``Naive`` (linear incremental head, new data only) or ``LUCIR``."""
+    """``Naive`` (the ``naive`` baseline: linear incremental head, new data
+    only) or ``LUCIR``, with the input path's speed switches."""
     torch.manual_seed(0)
     backbone = size.backbone()
-    augment = BatchAugment.cifar() if path.fast else None
+    speed = Speed(
+        batch_augment=BatchAugment.cifar() if path.fast else None,
+        amp_dtype=path.amp_dtype,
+        channels_last=path.channels_last,
+        compile=path.compile,
+    )
     common = dict(
+        lr=LR,
+        milestones=(10_000,),
         train_mb_size=size.batch_size,
         train_epochs=size.epochs,
         eval_mb_size=256,
@@ -343,31 +300,20 @@ def make_strategy(
         plugins=[timer],
     )
     if method == "Naive":
-        memory_format = (
-            torch.channels_last if path.channels_last else torch.contiguous_format
-        )
-        model = LinearNet(backbone).to(memory_format=memory_format)
-        if path.compile:
-            model.backbone.compile()
-        optimizer = SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
-        return SameInputNaive(
-            model=model,
-            optimizer=optimizer,
-            criterion=nn.CrossEntropyLoss(),
-            batch_augment=augment,
-            amp_dtype=path.amp_dtype,
-            memory_format=memory_format,
+        return make_baseline(
+            "naive",
+            backbone=backbone,
+            num_classes=size.num_classes,
+            speed=speed,
             **common,
         )
     return LUCIR(
         backbone=backbone,
-        lr=LR,
-        milestones=(10_000,),
         mem_per_class=size.mem_per_class,
-        batch_augment=augment,
-        amp_dtype=path.amp_dtype,
-        channels_last=path.channels_last,
-        compile_backbone=path.compile,
+        batch_augment=speed.batch_augment,
+        amp_dtype=speed.amp_dtype,
+        channels_last=speed.channels_last,
+        compile_backbone=speed.compile,
         **LUCIR_FLAGS[method],
         **common,
     )
@@ -703,6 +649,16 @@ def main() -> int:
     bdr_ok = benchmark_bdr_update(device, args.repeats)
 
     print("\nSummary")
+    for path in paths:
+        ratios = [
+            1 / paired_ratio(runs[path.name], "LUCIR+CwD+BDR", "Naive", e)
+            for e in range(size.num_experiences)
+        ]
+        print(
+            f"  step-time ratio LUCIR+CwD+BDR / Naive, {path.name}: "
+            + ", ".join(f"exp {e} {r:.2f}x" for e, r in enumerate(ratios))
+            + " (same input path and autocast for both)"
+        )
     for path in paths:
         overhead = [
             overhead_pct(runs[path.name], "LUCIR+CwD+BDR", e)

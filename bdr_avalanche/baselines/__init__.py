@@ -29,6 +29,7 @@ from torch import nn
 
 from .._checks import check_positive_int
 from ..strategy import LUCIR
+from ..training.speed import Speed
 from .memory import MEMORY_MATCHING, GrowingMemoryBudget, exemplars_per_class
 from .registry import REGISTRY, Schedule, Setup
 
@@ -77,6 +78,7 @@ def make_baseline(
     evaluator: EvaluationPlugin | None = None,
     plugins: Sequence[BasePlugin] = (),
     hparams: Mapping[str, Any] | None = None,
+    speed: Speed | None = None,
 ) -> SupervisedTemplate:
     """One of Avalanche's strategies, set up like :class:`~bdr_avalanche.LUCIR`.
 
@@ -107,6 +109,14 @@ def make_baseline(
     :param hparams: overrides of the baseline's own hyper-parameters (see
         :data:`DEFAULT_HPARAMS`); an unknown key or a value out of range
         raises ``ValueError``.
+    :param speed: the speed switches (:class:`~bdr_avalanche.training.Speed`:
+        on-device input path, autocast, channels-last, compile), as
+        ``LUCIR`` takes them: the strategy is then the Avalanche class with
+        :class:`~bdr_avalanche.training.SpeedMixin` (see
+        :mod:`~bdr_avalanche.baselines.templates`). A switch the baseline
+        cannot take raises ``ValueError`` with the reason (iCaRL, BiC and
+        DER: not the fast input path; BiC: not autocast;
+        :data:`~bdr_avalanche.training.support.UNSUPPORTED`).
     :return: the strategy; train it one experience at a time and evaluate on
         the seen part of the test stream, e.g. with
         :func:`bdr_avalanche.protocol.train_and_evaluate`.
@@ -120,6 +130,7 @@ def make_baseline(
         )
     baseline = REGISTRY[name]
     own_hparams = baseline.check_hparams(hparams)
+    speed = baseline.check_speed(speed or Speed())
     setup = Setup(
         backbone=backbone,
         num_classes=check_positive_int("num_classes", num_classes, minimum=2),
@@ -141,9 +152,11 @@ def make_baseline(
             "evaluator": evaluator if evaluator is not None else default_evaluator(),
         },
         extra_plugins=tuple(plugins),
+        speed=speed,
     )
     if hasattr(backbone, "last_relu"):
         backbone.last_relu = True
+    speed.compile_backbone(backbone)
     strategy = baseline.factory(setup, **own_hparams)
     logger.info("baseline %s: %s", name, MEMORY_MATCHING[name])
     return strategy

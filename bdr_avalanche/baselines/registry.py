@@ -10,6 +10,16 @@ factory's signature takes its defaults from the table,
 and :meth:`Baseline.check_hparams` checks the values against it.
 :func:`~bdr_avalanche.baselines.make_baseline` checks the shared arguments,
 builds the :class:`Setup` and calls the factory with the checked values.
+
+A factory builds its strategy with :meth:`Setup.build`, which composes the
+Avalanche class with the speed mixins
+(:class:`~bdr_avalanche.training.SpeedMixin`: fast input path, autocast,
+channels-last) when a speed switch is on, so the baselines are fed as
+``LUCIR`` is. Naive, Replay, LwF and GDumb take every switch; iCaRL, BiC
+and DER not the fast input path, because part of their training runs
+through a loop of their own, and BiC not autocast either, because of its
+bias layer (:attr:`Baseline.unsupported` says which part, from
+:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
 from ..hparams import HParam, document_hparams
+from ..training.speed import Speed
+from ..training.support import UNSUPPORTED
 from .fixes import (
     _BiCPlugin,
     _ClassBalancedBuffer,
@@ -42,6 +54,7 @@ from .fixes import (
     _UnmaskedLogitsBuffer,
 )
 from .memory import GrowingMemoryBudget
+from .templates import with_speed
 
 __all__ = [
     "REGISTRY",
@@ -113,6 +126,8 @@ class Setup:
     and ``evaluator`` of the Avalanche strategy."""
     extra_plugins: Sequence[BasePlugin] = ()
     """The caller's plugins, run after the baseline's own."""
+    speed: Speed = Speed()
+    """The speed switches (checked against the baseline's support)."""
 
     @property
     def out_dim(self) -> int:
@@ -126,6 +141,17 @@ class Setup:
         baseline's ``own``, the learning-rate ``schedule``, the caller's."""
         return [_ResetOptimizerState(), *own, schedule, *self.extra_plugins]
 
+    def build(
+        self, template: type[SupervisedTemplate], **kwargs: Any
+    ) -> SupervisedTemplate:
+        """``template(**kwargs, **strategy_args)``; when a speed switch is
+        on, ``template`` with the speed mixins and :attr:`speed`'s
+        arguments (:func:`~bdr_avalanche.baselines.templates.with_speed`)."""
+        if not self.speed.switches:
+            return template(**kwargs, **self.strategy_args)
+        fast = with_speed(template)
+        return fast(**kwargs, **self.strategy_args, **self.speed.strategy_args())
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -135,6 +161,23 @@ class Baseline:
     factory: Factory
     hparams: Mapping[str, HParam]
     """The factory's keyword arguments: defaults, ranges and help texts."""
+
+    @property
+    def unsupported(self) -> Mapping[str, str]:
+        """Speed switch -> why this baseline cannot take it
+        (:data:`~bdr_avalanche.training.support.UNSUPPORTED`)."""
+        return UNSUPPORTED.get(self.name, {})
+
+    def check_speed(self, speed: Speed) -> Speed:
+        """``speed``, or ``ValueError`` naming the first switch that is on
+        and that this baseline cannot take, and why."""
+        for switch in speed.switches:
+            if switch in self.unsupported:
+                raise ValueError(
+                    f"baseline {self.name!r} cannot take {switch}: "
+                    f"{self.unsupported[switch]}"
+                )
+        return speed
 
     def check_hparams(self, hparams: Mapping[str, Any] | None) -> dict[str, Any]:
         """The table's defaults overridden by ``hparams``, each checked
@@ -198,12 +241,12 @@ def naive(setup: Setup) -> SupervisedTemplate:
     on each experience's data, without memory."""
     model = _growing_net(setup)
     optimizer, schedule = setup.schedule.sgd(model.parameters())
-    return Naive(
+    return setup.build(
+        Naive,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         plugins=setup.plugins(schedule),
-        **setup.strategy_args,
     )
 
 
@@ -220,12 +263,12 @@ def replay(setup: Setup) -> SupervisedTemplate:
     buffer = _ClassBalancedBuffer(max_size=0, adaptive_size=True)
     plugin = ReplayPlugin(mem_size=0, storage_policy=buffer)
     budget = GrowingMemoryBudget(setup.mem_per_class, buffer)
-    return Naive(
+    return setup.build(
+        Naive,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         plugins=setup.plugins(schedule, budget, plugin),
-        **setup.strategy_args,
     )
 
 
@@ -258,7 +301,8 @@ def icarl(
     optimizer, schedule = setup.schedule.sgd(
         [*setup.backbone.parameters(), *classifier.parameters()]
     )
-    strategy = ICaRL(
+    strategy = setup.build(
+        ICaRL,
         feature_extractor=setup.backbone,
         classifier=classifier,
         optimizer=optimizer,
@@ -266,7 +310,6 @@ def icarl(
         buffer_transform=buffer_transform,
         fixed_memory=False,
         plugins=setup.plugins(schedule, _TeacherInEvalMode(_icarl_teacher)),
-        **setup.strategy_args,
     )
     strategy.model.eval_classifier = _SeenClassesNCM(normalize=True)
     return strategy
@@ -296,14 +339,14 @@ def lwf(
     on the new data; no memory."""
     model = _growing_net(setup)
     optimizer, schedule = setup.schedule.sgd(model.parameters())
-    return LwF(
+    return setup.build(
+        LwF,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         alpha=alpha,
         temperature=temperature,
         plugins=setup.plugins(schedule, _TeacherInEvalMode(_lwf_teacher)),
-        **setup.strategy_args,
     )
 
 
@@ -371,12 +414,12 @@ def bic(
         lr=stage_2_lr,
     )
     budget = GrowingMemoryBudget(setup.mem_per_class - val_per_class, buffer)
-    return Naive(
+    return setup.build(
+        Naive,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         plugins=setup.plugins(schedule, budget, plugin),
-        **setup.strategy_args,
     )
 
 
@@ -389,13 +432,13 @@ def gdumb(setup: Setup) -> SupervisedTemplate:
     model = _growing_net(setup)
     optimizer, schedule = setup.schedule.sgd(model.parameters())
     budget = GrowingMemoryBudget(setup.mem_per_class)
-    strategy = GDumb(
+    strategy = setup.build(
+        GDumb,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         mem_size=0,
         plugins=setup.plugins(schedule, budget),
-        **setup.strategy_args,
     )
     plugin = _find_plugin(strategy, GDumbPlugin)
     plugin.storage_policy = budget.buffer = _ClassBalancedBuffer(0)
@@ -442,7 +485,8 @@ def der(
     model = _Net(setup.backbone, head)
     optimizer, schedule = setup.schedule.sgd(model.parameters())
     budget = GrowingMemoryBudget(setup.mem_per_class)
-    strategy = DER(
+    strategy = setup.build(
+        DER,
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
@@ -451,7 +495,6 @@ def der(
         alpha=alpha,
         beta=beta,
         plugins=setup.plugins(schedule, budget),
-        **setup.strategy_args,
     )
     strategy.storage_policy = budget.buffer = _UnmaskedLogitsBuffer(head)
     return strategy

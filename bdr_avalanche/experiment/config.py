@@ -28,9 +28,10 @@ from typing import Any
 import yaml
 
 from ..benchmarks.specs import DATASETS as DATASET_SPECS
-from ..benchmarks.specs import help_texts
+from ..benchmarks.specs import ICARL_SEED, help_texts
 from ..hparam_tables import LUCIR_HPARAMS
 from ..hparams import HParam
+from ..training.support import methods_taking
 
 __all__ = [
     "BACKBONES",
@@ -78,6 +79,12 @@ _CHOICES = {
     "wandb_mode": WANDB_MODES,
     "amp": AMP_MODES,
 }
+
+
+def _methods_taking(switch: str) -> str:
+    """Which methods take a speed switch, for its help text."""
+    left_out = [m for m in METHODS if m not in methods_taking(switch, METHODS)]
+    return "all methods but " + ", ".join(left_out) if left_out else "all methods"
 
 
 class ConfigError(ValueError):
@@ -154,8 +161,8 @@ class ExperimentConfig:
         kind="positive_int",
     )
     class_order_seed: int = _opt(
-        1993,
-        "class order = numpy RandomState(seed).permutation (1993: iCaRL's); "
+        ICARL_SEED,
+        f"class order = numpy RandomState(seed).permutation ({ICARL_SEED}: iCaRL's); "
         "digits: also the seed of its train/test split",
         kind="seed",
     )
@@ -168,7 +175,8 @@ class ExperimentConfig:
     in_memory: bool = _opt(
         False,
         "imagefolder: decode all images once and keep them in memory, shrunk "
-        "to resolution (needs resolution < 224)",
+        "to resolution (needs resolution < "
+        f"{DATASET_SPECS['imagefolder'].shrink_below})",
     )
     num_workers: int | None = _opt(
         None,
@@ -223,16 +231,21 @@ class ExperimentConfig:
     )
     fast_input: bool | None = _opt(
         None,
-        "ours: keep each experience's images on the device and augment whole "
-        f"batches there (default: on CUDA for {_SPECS['in_memory']})",
+        f"{_methods_taking('fast_input')} (their own loops prevent it): keep "
+        "each experience's images on the device and augment whole batches "
+        f"there (default: on CUDA for {_SPECS['in_memory']})",
     )
     amp: str = _opt(
         "auto",
-        "ours: autocast of the forward passes: auto (bf16 on CUDA, off "
-        "elsewhere), off, bf16, fp16",
+        f"{_methods_taking('amp')}: autocast of the forward passes: auto (bf16 "
+        "on CUDA, off elsewhere), off, bf16, fp16",
     )
-    channels_last: bool = _opt(False, "ours: channels-last memory format")
-    compile: bool = _opt(False, "ours: torch.compile the backbone (opt-in)")
+    channels_last: bool = _opt(
+        False, f"{_methods_taking('channels_last')}: channels-last memory format"
+    )
+    compile: bool = _opt(
+        False, f"{_methods_taking('compile')}: torch.compile the backbone (opt-in)"
+    )
     reuse_base: bool = _opt(
         True,
         "ours: store the model after the first experience and start from it "
@@ -294,10 +307,11 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"{f.name}={value!r} is not allowed; it must be {hp.bound}"
                 )
-        if self.dataset != "digits" and self.dataset_root is None:
+        embedded = [n for n, spec in DATASET_SPECS.items() if spec.builtin]
+        if self.dataset not in embedded and self.dataset_root is None:
             raise ConfigError(
                 f"dataset_root is required for dataset={self.dataset!r} "
-                "(only digits is embedded)"
+                f"(only {', '.join(embedded)} is embedded)"
             )
 
     # ------------------------------------------------------------------

@@ -22,6 +22,8 @@ from ..benchmarks import DatasetError
 from ..benchmarks.specs import DATASETS, in_memory_datasets
 from ..models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
 from ..strategy import LUCIR
+from ..training.speed import Speed
+from ..training.support import unsupported
 from .config import OUR_METHODS, ConfigError, ExperimentConfig
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "build_batch_augment",
     "build_benchmark",
     "build_strategy",
+    "check_speed",
     "num_workers",
     "process_device",
     "resolve_device",
@@ -95,8 +98,10 @@ def validate(cfg: ExperimentConfig) -> None:
     ``mem_per_class`` does not exceed its smallest class. For an
     ImageFolder tree the class folders are counted (a missing tree raises
     :class:`DatasetError`). The facts are the dataset's spec
-    (:data:`~bdr_avalanche.benchmarks.specs.DATASETS`). Raises
-    :class:`ConfigError`."""
+    (:data:`~bdr_avalanche.benchmarks.specs.DATASETS`); and that the speed
+    switches it sets explicitly are ones its method takes
+    (:func:`check_speed`). Raises :class:`ConfigError`."""
+    check_speed(cfg)
     spec = DATASETS[cfg.dataset]
     try:
         spec.check_n_base(cfg.n_base)
@@ -128,16 +133,39 @@ def validate(cfg: ExperimentConfig) -> None:
         )
 
 
+def check_speed(cfg: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` when the config sets a speed switch
+    explicitly (``fast_input: true``, ``amp: bf16|fp16``, ``channels_last``,
+    ``compile``) that its method cannot take
+    (:data:`~bdr_avalanche.training.support.UNSUPPORTED`); switches left
+    to ``auto`` fall back to what the method takes."""
+    asked = {
+        "fast_input": cfg.fast_input is True,
+        "amp": cfg.amp in ("bf16", "fp16"),
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+    }
+    for switch, on in asked.items():
+        reason = unsupported(cfg.method, switch) if on else None
+        if reason is not None:
+            value = cfg.amp if switch == "amp" else "true"
+            raise ConfigError(
+                f"{switch}={value} is not available for method={cfg.method!r}: {reason}"
+            )
+
+
 def build_batch_augment(
     cfg: ExperimentConfig, device: torch.device
 ) -> BatchAugment | None:
     """The on-device training augmentation of the dataset's images, the
     same recipe as its torchvision transforms (its spec's); ``None`` when
     ``fast_input`` is off (by default: on CUDA when the dataset is held in
-    memory)."""
+    memory and the method takes it)."""
     spec = DATASETS[cfg.dataset]
     use = (
-        device.type == "cuda" and spec.fits_in_memory(cfg.in_memory)
+        device.type == "cuda"
+        and spec.fits_in_memory(cfg.in_memory)
+        and unsupported(cfg.method, "fast_input") is None
         if cfg.fast_input is None
         else cfg.fast_input
     )
@@ -161,9 +189,11 @@ def num_workers(cfg: ExperimentConfig, device: torch.device, fast: bool) -> int:
 
 
 def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``amp`` asks for (``auto``: bf16 on CUDA only)."""
+    """The autocast dtype ``amp`` asks for (``auto``: bf16 on CUDA only,
+    for a method that takes it)."""
     if cfg.amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        takes = unsupported(cfg.method, "amp") is None
+        return torch.bfloat16 if device.type == "cuda" and takes else None
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
 
 
@@ -191,7 +221,9 @@ def build_strategy(
     device: torch.device,
     evaluator,
 ) -> SupervisedTemplate:
-    """Our ``LUCIR`` strategy for our methods, else an Avalanche baseline."""
+    """Our ``LUCIR`` strategy for our methods, else an Avalanche baseline;
+    both with the config's speed switches (fast input path, autocast,
+    channels-last, compile), so that every method is fed the same way."""
     schedule: dict[str, Any] = {
         "lr": cfg.lr,
         "momentum": cfg.momentum,
@@ -206,8 +238,18 @@ def build_strategy(
         "evaluator": evaluator,
     }
     if cfg.method not in OUR_METHODS:
+        speed = Speed(
+            batch_augment=build_batch_augment(cfg, device),
+            amp_dtype=amp_dtype(cfg, device),
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+        )
         return make_baseline(
-            cfg.method, backbone=backbone, num_classes=num_classes, **schedule
+            cfg.method,
+            backbone=backbone,
+            num_classes=num_classes,
+            speed=speed,
+            **schedule,
         )
     return LUCIR(
         backbone=backbone,
