@@ -19,6 +19,20 @@ class AddConstant:
         return x + self.value
 
 
+TINY_RUN = {
+    "epochs": 2,
+    "milestones": [1],
+    "batch_size": 64,
+    "width": 8,
+    "mem_per_class": 5,
+    "interactive": False,
+    "text_log": False,
+    "csv_log": False,
+}
+"""The keys of a quick digits run (``ExperimentConfig(**TINY_RUN, ...)``):
+a few seconds on a CPU."""
+
+
 def make_benchmark(
     num_classes: int = 6,
     per_exp: int = 2,

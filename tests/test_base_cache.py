@@ -7,20 +7,12 @@ import json
 from pathlib import Path
 
 import torch
+from conftest import TINY_RUN
 
 from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.runner import run_experiment
 
-TINY = {
-    "epochs": 2,
-    "milestones": [1],
-    "batch_size": 64,
-    "width": 8,
-    "mem_per_class": 5,
-    "interactive": False,
-    "text_log": False,
-    "csv_log": False,
-}
+TINY = TINY_RUN
 
 
 def run(out: Path, name: str, **overrides) -> dict:

@@ -12,8 +12,10 @@ import pytest
 import torch
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
+from avalanche.training.determinism.rng_manager import RNGManager
 from conftest import make_benchmark
 from probe import Probe
+from test_old_new import ARRIVAL, shuffled_benchmark
 from torch import nn
 
 from bdr_avalanche import LUCIR
@@ -354,6 +356,83 @@ def test_evaluations_during_training_are_ignored():
     first = last_layer.records[0].mean_logit
     strategy.train(benchmark.train_stream[1], eval_streams=[benchmark.test_stream[0]])
     assert len(last_layer.records) == 1 and last_layer.records[0].mean_logit == first
+
+
+# ------------------------------------------- class ids not in arrival order
+
+
+@pytest.fixture(scope="module")
+def relabelled_runs():
+    """LUCIR+BDR with the diagnostics, run alike on a stream whose class ids
+    are not in arrival order (LUCIR relabels them: ``mb_y``, the logits and
+    BDR's prior use its ids) and on the equivalent stream whose ids are in
+    arrival order already (the same images, in the same order, with LUCIR's
+    ids): the diagnostics, in the model's ids, must agree."""
+    runs = {}
+    for name, arrival_order in (("shuffled", False), ("arrival", True)):
+        RNGManager.set_random_seeds(0)
+        benchmark = shuffled_benchmark(arrival_order=arrival_order)
+        diagnostics = DiagnosticMetrics()
+        strategy = LUCIR(
+            backbone=SmallCNN(in_channels=3, width=8),
+            lr=0.05,
+            train_epochs=2,
+            milestones=(5,),
+            train_mb_size=16,
+            eval_mb_size=32,
+            mem_per_class=5,
+            bdr=True,
+            device="cpu",
+            evaluator=make_evaluator(extra_metrics=diagnostics.metrics),
+        )
+        train_and_evaluate(strategy, benchmark)
+        runs[name] = (strategy, diagnostics)
+    assert runs["shuffled"][0].class_order == list(ARRIVAL)  # relabelled
+    assert runs["arrival"][0].class_order == list(range(6))  # as they are
+    return runs["shuffled"][1], runs["arrival"][1]
+
+
+def test_memory_gradient_share_with_relabelled_ids(relabelled_runs):
+    """Memory samples are those of the earlier experiences' classes in the
+    ids of ``mb_y``, not in the benchmark's."""
+    shuffled, arrival = relabelled_runs
+    got, want = shuffled.grad_share.history, arrival.grad_share.history
+    assert [h["experience"] for h in got] == [0, 1, 2]
+    for g, w in zip(got, want, strict=True):
+        assert g["sample_share"] == pytest.approx(w["sample_share"], rel=1e-9)
+        assert g["gradient_share"] == pytest.approx(w["gradient_share"], rel=1e-5)
+    # 5 exemplars of each old class next to 30 images of each new class
+    assert got[1]["sample_share"] == pytest.approx([10 / 70] * 2)
+    assert got[2]["sample_share"] == pytest.approx([20 / 80] * 2)
+    assert all(0.0 < v < 1.0 for h in got[1:] for v in h["gradient_share"])
+
+
+def test_prior_trace_with_relabelled_ids(relabelled_runs):
+    """The old and new classes of a trace are columns of BDR's prior: the
+    model's ids."""
+    shuffled, arrival = relabelled_runs
+    got, want = shuffled.prior_trace.records, arrival.prior_trace.records
+    assert [r.experience for r in got] == [1, 2]
+    for g, w in zip(got, want, strict=True):
+        assert (g.old_classes, g.new_classes) == (w.old_classes, w.new_classes)
+        assert torch.equal(g.steps, w.steps)
+        torch.testing.assert_close(g.prior, w.prior, rtol=1e-5, atol=1e-6)
+    assert (got[0].old_classes, got[0].new_classes) == ([0, 1], [2, 3])
+    assert (got[1].old_classes, got[1].new_classes) == ([0, 1, 2, 3], [4, 5])
+    for r in got:  # the scarce old classes have the lower prior
+        assert r.prior[:, r.old_classes].max() < r.prior[:, r.new_classes].min()
+
+
+def test_last_layer_analysis_with_relabelled_ids(relabelled_runs):
+    """Classes, weight rows and logits are all indexed by the model's ids."""
+    shuffled, arrival = relabelled_runs
+    got, want = shuffled.last_layer.records, arrival.last_layer.records
+    assert [r.classes for r in got] == [[0, 1], [0, 1, 2, 3], list(range(6))]
+    for g, w in zip(got, want, strict=True):
+        assert (g.experience, g.classes) == (w.experience, w.classes)
+        for key in ("weight_norm", "mean_logit", "mean_target_logit"):
+            assert getattr(g, key) == pytest.approx(getattr(w, key), rel=1e-5), key
+    assert not any(math.isnan(v) for r in got for v in r.mean_target_logit)
 
 
 # ------------------------------------------------------------- the runner

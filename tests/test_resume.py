@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 
 import bdr_avalanche.experiment.checkpoint as checkpoint_module
 from bdr_avalanche.experiment.checkpoint import (
@@ -36,17 +37,7 @@ ARGS = [
     "--epochs", "16", "--milestones", "12", "--batch_size", "32", "--width", "8",
     "--mem_per_class", "5", "--interactive", "false", "--name", "run",
 ]  # fmt: skip
-TINY = {
-    "epochs": 2,
-    "milestones": [1],
-    "batch_size": 64,
-    "width": 8,
-    "mem_per_class": 5,
-    "interactive": False,
-    "text_log": False,
-    "csv_log": False,
-    "name": "run",
-}
+TINY = {**TINY_RUN, "name": "run"}
 
 
 def cli(out: Path, *extra: str) -> list[str]:

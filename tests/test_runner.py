@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 from bdr_avalanche.experiment.cli import main
 from bdr_avalanche.experiment.compare import run_comparison
@@ -21,16 +22,7 @@ from bdr_avalanche.experiment.factories import build_benchmark
 from bdr_avalanche.experiment.run_folder import RunExistsError
 from bdr_avalanche.experiment.runner import run_experiment
 
-TINY = {
-    "epochs": 2,
-    "milestones": [1],
-    "batch_size": 64,
-    "width": 8,
-    "mem_per_class": 5,
-    "interactive": False,
-    "text_log": False,
-    "csv_log": False,
-}
+TINY = TINY_RUN
 
 
 def tiny(tmp_path: Path, **changes) -> ExperimentConfig:

@@ -9,8 +9,7 @@ command line's ``--help`` needs neither torch nor Avalanche.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 __all__ = [
     "METHODS",
@@ -32,8 +31,4 @@ _HOMES = {
     "run_experiment": ".runner",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name], __name__), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES)

@@ -248,7 +248,8 @@ def restore_diagnostics(
     """Restore the evaluator's metrics and the diagnostics from a
     checkpoint. A checkpoint written before the diagnostics existed has
     no state for them (they come last in the evaluator): they start with
-    the classes of the finished experiences and no history."""
+    the classes of the finished experiences (``done_experiences``, with the
+    class ids of the model) and no history."""
     if "diagnostics" in checkpoint:
         diagnostics.load_state_dict(checkpoint["diagnostics"])
     else:

@@ -269,8 +269,12 @@ class _Session:
         return the results so far."""
         done = len(checkpoint["times"])
         self.strategy.load_state_dict(checkpoint["strategy"], self.stream)
+        relabel = getattr(self.strategy, "relabelled", lambda experience: experience)
         restore_diagnostics(
-            self.diagnostics, self.evaluator, checkpoint, self.stream[:done]
+            self.diagnostics,
+            self.evaluator,
+            checkpoint,
+            [relabel(experience) for experience in self.stream[:done]],
         )
         self.times = list(checkpoint["times"])
         if self.progress["base"]:  # the stored first experience is this run's
