@@ -126,10 +126,17 @@ def test_two_processes_match_one_with_the_same_global_batch(training, path):
     6 epochs at lr 0.1. The one-process run uses one thread, as each worker
     does: a different thread count changes the CPU kernels' summation order
     too, and that alone moved parameters by more than 1e-2 here. Tolerance:
-    parameters within 2e-2 (measured on the development CPU, AMD EPYC, torch
-    2.14.1: at most 8.1e-3 on the fast path, 4.1e-3 on the DataLoader path;
-    the amplification depends on the CPU's kernels, hence the headroom),
-    accuracies within one test image (1/20: 10 test images per class, 2
+    parameters within 2e-2 on the fast path and 5e-2 on the DataLoader path
+    (measured on the development CPU, AMD EPYC, torch 2.14.1: at most
+    8.1e-3 on the fast path; 3.0e-2 on the DataLoader path, 4.1e-3 before
+    the evaluation stopped drawing from the global generator: the same
+    computation on another random stream, which the unshuffled one-class
+    batches of that path amplify more; the amplification depends on the
+    CPU's kernels and the trajectory, hence the headroom),
+    the herding memory identical on the fast path and within one exemplar
+    per class on the DataLoader path (measured: one class with one
+    different pick, since the evaluation stopped drawing from the global
+    generator), accuracies within one test image (1/20: 10 test images per class, 2
     classes per experience; measured: equal on the fast path, one image on
     the DataLoader path). With BatchNorm or random augmentation the runs
     would differ as two seeds do, which is why the test removes both.
@@ -143,9 +150,20 @@ def test_two_processes_match_one_with_the_same_global_batch(training, path):
         torch.set_num_threads(threads)
     result = training[0][path]
     for name, value in single["model"].items():
-        assert_close(result["model"][name], value, atol=2e-2, rtol=1e-2, msg=name)
+        diff = (result["model"][name] - value).abs().max().item()
+        assert_close(
+            result["model"][name],
+            value,
+            atol=2e-2 if path == "fast" else 5e-2,
+            rtol=1e-2,
+            msg=f"{name}: largest difference {diff:.2e}",
+        )
     for cls, picks in single["memory"].items():
-        assert torch.equal(result["memory"][cls], picks), cls
+        if path == "fast":
+            assert torch.equal(result["memory"][cls], picks), cls
+        else:  # a herding pick may flip between near-equal features
+            shared = set(result["memory"][cls].tolist()) & set(picks.tolist())
+            assert len(shared) >= len(picks) - 1, (cls, result["memory"][cls], picks)
     np.testing.assert_allclose(
         result["accuracy"], single["accuracy"], atol=1 / 20 + 1e-9
     )
