@@ -310,10 +310,8 @@ def make_strategy(
     return LUCIR(
         backbone=backbone,
         mem_per_class=size.mem_per_class,
-        batch_augment=speed.batch_augment,
-        amp_dtype=speed.amp_dtype,
-        channels_last=speed.channels_last,
         compile_backbone=speed.compile,
+        **speed.strategy_args(),
         **LUCIR_FLAGS[method],
         **common,
     )

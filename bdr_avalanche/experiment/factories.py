@@ -237,13 +237,13 @@ def build_strategy(
         "device": device,
         "evaluator": evaluator,
     }
+    speed = Speed(
+        batch_augment=build_batch_augment(cfg, device),
+        amp_dtype=amp_dtype(cfg, device),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
     if cfg.method not in OUR_METHODS:
-        speed = Speed(
-            batch_augment=build_batch_augment(cfg, device),
-            amp_dtype=amp_dtype(cfg, device),
-            channels_last=cfg.channels_last,
-            compile=cfg.compile,
-        )
         return make_baseline(
             cfg.method,
             backbone=backbone,
@@ -265,10 +265,8 @@ def build_strategy(
         m2=cfg.m2,
         bdr_momentum=cfg.bdr_momentum,
         tau=cfg.tau,
-        batch_augment=build_batch_augment(cfg, device),
-        amp_dtype=amp_dtype(cfg, device),
-        channels_last=cfg.channels_last,
-        compile_backbone=cfg.compile,
+        compile_backbone=speed.compile,
+        **speed.strategy_args(),
         **OUR_METHODS[cfg.method],
         **schedule,
     )

@@ -72,6 +72,24 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def _mark_experiences(
+    ax: plt.Axes, positions: Sequence[float], ls: str, label_offset: float
+) -> None:
+    """A vertical line at each of ``positions``, where experiences 1, 2, ...
+    start, labelled at the top of ``ax``, ``label_offset`` to its right."""
+    for t, x in enumerate(positions, start=1):
+        ax.axvline(x, color="grey", ls=ls, lw=0.8)
+        ax.text(
+            x + label_offset,
+            1.0,
+            f"exp {t}",
+            transform=ax.get_xaxis_transform(),
+            fontsize=7,
+            va="top",
+            color="grey",
+        )
+
+
 def _save_figure(fig: plt.Figure, path: Path) -> None:
     """Save ``fig`` as PNG atomically and close it."""
     try:
@@ -359,17 +377,7 @@ def plot_memory_gradient_share(
             lw=0.9,
             alpha=0.7,
         )
-    for t, start in enumerate(starts, start=1):
-        ax.axvline(start + 0.5, color="grey", ls=":", lw=0.8)
-        ax.text(
-            start + 0.7,
-            1.0,
-            f"exp {t}",
-            transform=ax.get_xaxis_transform(),
-            fontsize=7,
-            va="top",
-            color="grey",
-        )
+    _mark_experiences(ax, [start + 0.5 for start in starts], ":", 0.2)
     ax.plot([], [], color="black", label="gradient share")
     ax.plot([], [], color="black", ls="--", lw=0.9, label="share of samples")
     ax.set_xlabel("training epoch (experiences 1, 2, ...)")
@@ -460,17 +468,7 @@ def plot_last_layer(
                 lw=1,
                 label=f"after exp {r['experience']}",
             )
-        for t, start in enumerate(starts, start=1):
-            ax.axvline(start - 0.5, color="grey", ls="--", lw=0.8)
-            ax.text(
-                start - 0.4,
-                1.0,
-                f"exp {t}",
-                transform=ax.get_xaxis_transform(),
-                fontsize=7,
-                va="top",
-                color="grey",
-            )
+        _mark_experiences(ax, [start - 0.5 for start in starts], "--", 0.1)
         if len(classes) <= 30:
             ax.set_xticks(range(len(classes)))
             ax.set_xticklabels([str(c) for c in classes], fontsize=7)
