@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from bdr_avalanche.benchmarks._common import class_order
-from bdr_avalanche.experiment.base_cache import BaseCache, base_settings
+from bdr_avalanche.experiment.base_cache import BaseCache, first_experience_settings
 from bdr_avalanche.experiment.config import load_config
 
 PRESETS = Path(__file__).parent / "configs" / "cifar100"
 IMAGES_PER_CLASS = 500  # CIFAR-100's training images per class
+TEST_IMAGES_PER_CLASS = 100
 
 
 def main() -> None:
@@ -44,13 +45,13 @@ def main() -> None:
                 new = increment * IMAGES_PER_CLASS
                 passes.append(cfg.epochs * (new + cfg.mem_per_class * before))
             first = class_order(100, cfg.class_order_seed)[: cfg.n_base]
-            settings = base_settings(
+            settings = first_experience_settings(
                 cfg,
-                first,
-                cfg.n_base * IMAGES_PER_CLASS,
                 torch.device("cuda"),
-                fast_input=True,
-                amp=torch.bfloat16,
+                first_classes=first,
+                train_size=cfg.n_base * IMAGES_PER_CLASS,
+                test_size=cfg.n_base * TEST_IMAGES_PER_CLASS,
+                data="CIFAR-100",  # the same files for every run
             )
             key = BaseCache("cache", settings).key
             reused = key in seen

@@ -154,6 +154,10 @@ def train_lucir(fast: bool) -> dict:
         batch_augment=BatchAugment((0.0,) * 3, (1.0,) * 3) if fast else None,
         plugins=[counter],
     )
+    if not fast:
+        # unshuffled one-class batches at lr 0.1 drive the learnable scale
+        # through zero, where the guard stops the run: keep it at 1 here
+        strategy.model.head.sigma.requires_grad_(False)
     results = train_and_evaluate(strategy, benchmark, shuffle=fast)
     return {
         "model": {k: v.clone() for k, v in strategy.model.state_dict().items()},

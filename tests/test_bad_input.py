@@ -4,6 +4,11 @@ results folder."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import fake_datasets as fake
 import pytest
 
@@ -155,4 +160,55 @@ def test_imagefolder_values_checked_from_the_folder_listing(
     assert len(err.splitlines()) == 1, err
     for part in expected:
         assert part in err
+    assert not out.exists()
+
+
+# -- a home folder that cannot be written ---------------------------------
+# Avalanche writes its settings file, ~/.avalanche/config.json, when it is
+# first imported. HOME is made unwritable by pointing it under a regular file
+# (mkdir then fails with "Not a directory", even for root, whom a read-only
+# mode would not stop).
+QUICK = ["--epochs", "1", "--width", "8", "--interactive", "false"]
+
+
+def run_with_home(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "bdr_avalanche", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,  # a bound for a broken command; a working one: seconds
+    )
+
+
+@pytest.fixture
+def unwritable_home(tmp_path):
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "home"
+
+
+def test_bad_value_with_an_unwritable_home_is_one_line(unwritable_home, tmp_path):
+    out = tmp_path / "results"
+    done = run_with_home(
+        unwritable_home, "run", "--lr", "nan", "--output_dir", str(out)
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "bdr-avalanche: error: lr=nan is not allowed; it must be > 0\n"
+    )
+    assert not out.exists()
+
+
+def test_run_with_an_unwritable_home_is_one_line_naming_home(unwritable_home, tmp_path):
+    out = tmp_path / "results"
+    done = run_with_home(unwritable_home, "run", *QUICK, "--output_dir", str(out))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "bdr-avalanche: error: Avalanche cannot create its settings file "
+        f"{unwritable_home}/.avalanche/config.json (Not a directory): HOME="
+        f"{unwritable_home} must be a folder that can be written; set HOME to "
+        "one, or create that file"
+    ]
     assert not out.exists()

@@ -71,7 +71,11 @@ def test_adjustment_in_training_not_in_evaluation(benchmark):
 
 def test_bdr_plugs_into_avalanche_naive_with_replay(benchmark):
     """BDRPlugin works on Avalanche's Naive + ReplayPlugin(HerdingBuffer),
-    and finds the memory from the ReplayPlugin."""
+    and finds the memory from the ReplayPlugin. Its counts are the labels
+    the loss sees in an epoch: 30 of each new class, and, as the
+    ReplayDataLoader draws a memory batch of 16 beside each of the 4 data
+    batches of 16, 4 whole passes over the memory of 4 exemplars a class,
+    16 of each old class."""
     buffer = HerdingBuffer(mem_per_class=4, feature_layer="features")
     bdr = BDRPlugin(feature_layer="features")
     priors = []
@@ -100,7 +104,8 @@ def test_bdr_plugs_into_avalanche_naive_with_replay(benchmark):
         device="cpu",
     )
     results = train_and_evaluate(strategy, benchmark)
-    assert priors[0] == [4, 4, 30, 30, 0, 0] and priors[-1] == [4, 4, 4, 4, 30, 30]
+    assert priors[0] == [16, 16, 30, 30, 0, 0]
+    assert priors[-1] == [16, 16, 16, 16, 30, 30]
     assert sorted(buffer.seen_classes) == list(range(6))
     assert results.accuracy_matrix.shape == (3, 3)
     assert isinstance(strategy._criterion, torch.nn.CrossEntropyLoss)

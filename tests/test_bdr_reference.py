@@ -265,7 +265,8 @@ def test_phase_start_measures_augmented_training_data_in_eval_mode():
         )
         raise _StopTraining
 
-    strategy = make_lucir_bdr(Probe(before_training_exp=at_start), backbone=spy)
+    # the phase starts at the first epoch, once every plugin set up the loader
+    strategy = make_lucir_bdr(Probe(before_training_epoch=at_start), backbone=spy)
     strategy.train(benchmark.train_stream[0])
     spy.calls.clear()  # herding's extraction after experience 0
     with pytest.raises(_StopTraining):

@@ -5,7 +5,11 @@ traceback and no results folder."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -178,14 +182,14 @@ def test_unreadable_config_is_named(files, tmp_path, capsys, monkeypatch):
     """A file without read permission (simulated: root may read anything)."""
     path = files / "secret.yaml"
     path.write_text("lr: 0.1\n")
-    read_text = pathlib.Path.read_text
+    open_file = pathlib.Path.open
 
     def refuse(self, *args, **kwargs):
         if self == path:
             raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)
+        return open_file(self, *args, **kwargs)
 
-    monkeypatch.setattr(pathlib.Path, "read_text", refuse)
+    monkeypatch.setattr(pathlib.Path, "open", refuse)
     out = tmp_path / "results"
     line = _fails_in_one_line(
         ["run", "-c", str(path), "--output_dir", str(out)], capsys
@@ -466,3 +470,162 @@ def test_seeds_fit_numpy(key):
         assert str(err.value) == (
             f"{key}={bad} is not allowed; it must be in [0, 4294967295]"
         )
+
+
+# ----------------------------------------------------------------------
+# Config files are read within bounds, and an error line quotes within
+# bounds: no input makes the command read without end or print megabytes.
+
+MIB = 1 << 20
+LINE_BOUND = 1000
+"""Characters an error line may take, whatever the input quotes."""
+
+
+def _in_a_subprocess(*args: str) -> subprocess.CompletedProcess:
+    """``python args`` with 2 GiB of address space at most, so that reading
+    a device without end fails instead of filling the machine's memory."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,  # a bound for a command that hangs; a working one: seconds
+        preexec_fn=limit_memory,
+    )
+
+
+LOAD = """
+import sys
+from bdr_avalanche.experiment.config import ConfigError, load_config
+try:
+    load_config([sys.argv[1]])
+except ConfigError as err:
+    sys.exit(f"ConfigError: {err}")
+"""
+
+
+@pytest.mark.skipif(not pathlib.Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+def test_config_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    """A device would be read without end, a pipe without a writer waited
+    on: only regular files are read."""
+    if kind == "device":
+        path = pathlib.Path("/dev/zero")
+    else:
+        path = tmp_path.resolve() / "pipe.yaml"
+        os.mkfifo(path)
+    done = _in_a_subprocess("-c", LOAD, str(path))
+    assert done.stderr == (
+        f"ConfigError: config file {path} is not a regular file (a device, a "
+        "pipe or a socket); give a YAML file\n"
+    )
+
+
+@pytest.mark.skipif(not pathlib.Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_dev_zero_as_config_is_one_line(tmp_path):
+    out = tmp_path / "results"
+    done = _in_a_subprocess(
+        "-m", "bdr_avalanche", "run", "-c", "/dev/zero", "--output_dir", str(out)
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == (
+        "bdr-avalanche: error: config file /dev/zero is not a regular file (a "
+        "device, a pipe or a socket); give a YAML file\n"
+    )
+    assert not out.exists()
+
+
+def test_config_above_one_mib_is_refused(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text("lr: 0.1\n" + "#" * MIB + "\n")
+    line = _fails_in_one_line(["run", "-c", str(path)], capsys)
+    assert line == (
+        f"bdr-avalanche: error: config file {path} is larger than 1 MiB "
+        f"({MIB + 9:,} bytes); a config file is a few lines of YAML"
+    )
+
+
+def test_config_of_one_mib_is_read(tmp_path):
+    path = tmp_path / "big.yaml"
+    text = "lr: 0.25\n"
+    path.write_text(text + "#" * (MIB - len(text)))
+    assert path.stat().st_size == MIB
+    assert load_config([path]).lr == 0.25
+
+
+@pytest.mark.parametrize("where", ["file", "options"])
+def test_many_unknown_keys_are_listed_up_to_ten(tmp_path, capsys, where):
+    keys = [f"k{i:05d}" for i in range(10_000)]
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"{key}: 1\n" for key in keys))
+    if where == "file":
+        with pytest.raises(ConfigError) as err:
+            load_config([path])
+        suffix = f" in {path}; see --help for the keys"
+    else:
+        with pytest.raises(ConfigError) as err:
+            load_config([], {key: 1 for key in reversed(keys)})
+        suffix = "; see --help"
+    assert str(err.value) == (
+        f"unknown key(s) {', '.join(keys[:10])} and 9,990 more{suffix}"
+    )
+    line = _fails_in_one_line(["run", "-c", str(path)], capsys)
+    assert len(line) < LINE_BOUND, len(line)
+
+
+def test_a_huge_unknown_key_is_cut(tmp_path, capsys):
+    key = "x" * 900_000  # an explicit key: YAML's plain ones end at 1024
+    path = tmp_path / "huge.yaml"
+    path.write_text(f"? {key}\n: 1\n")
+    line = _fails_in_one_line(["run", "-c", str(path)], capsys)
+    assert line.startswith("bdr-avalanche: error: unknown key(s) xxxx")
+    assert "900,000 characters" in line
+    assert line.endswith(f" in {path}; see --help for the keys")
+    assert len(line) < LINE_BOUND, len(line)
+
+
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["--name", "n" * 100_000], "name='nnnn"),
+        (["--epochs", "9" * 50_000 + "x"], "epochs='9999"),
+        (["--backbone", "b" * 100_000], "backbone='bbbb"),
+        (["--milestones", "1," * 50_000 + "x"], "milestones='1,1,"),
+    ],
+    ids=["name", "int", "choice", "list"],
+)
+def test_a_huge_value_is_cut_in_the_error_line(argv, start, capsys):
+    line = _fails_in_one_line(["run", *argv], capsys)
+    assert line.startswith(f"bdr-avalanche: error: {start}")
+    assert "characters)" in line
+    assert len(line) < LINE_BOUND, len(line)
+
+
+def test_an_error_line_is_cut_whatever_raises_it(monkeypatch, capsys):
+    """The command line's own bound, for messages from any module."""
+    from bdr_avalanche.experiment import config
+
+    def huge(*args, **kwargs):
+        raise ConfigError("start " + "y" * 100_000 + " end")
+
+    monkeypatch.setattr(config, "load_config", huge)
+    line = _fails_in_one_line(["run"], capsys)
+    assert line.startswith("bdr-avalanche: error: start yyyy")
+    assert line.endswith("yyyy end")
+    assert "characters left out" in line
+    assert len(line) < LINE_BOUND, len(line)
+
+
+def test_unrecognised_arguments_are_cut(capsys):
+    """argparse's own errors (status 2, after the usage) are bounded too."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--" + "z" * 100_000])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("bdr-avalanche: error: unrecognized arguments: --zzz")
+    assert len(last) < LINE_BOUND, len(last)

@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ddp_workers
 import numpy as np
+import paused_run
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -214,7 +214,7 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a bound for a broken job; a working one: a minute
     )
 
 
@@ -278,8 +278,12 @@ def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     run_dir = tmp_path / "b" / "run"
+    # rank 0 stops itself (SIGSTOP) 20 steps into the second experience,
+    # however fast the machine, and the job is killed there
+    marker = tmp_path / "stopped"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={WORLD}", "-m", "bdr_avalanche",
+               f"--nproc_per_node={WORLD}", paused_run.SCRIPT,
+               str(run_dir / "checkpoint.pt"), "20", str(marker),
                *args, "--output_dir", "b"]  # fmt: skip
     job = subprocess.Popen(
         command,
@@ -288,18 +292,17 @@ def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoint.pt").exists():
-        assert job.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    for worker in children(job.pid):  # torchrun's workers, then torchrun
-        os.kill(worker, signal.SIGKILL)
-    job.kill()
-    job.wait()
+    try:
+        paused_run.wait_for_marker(marker, job)
+    finally:
+        for worker in children(job.pid):  # torchrun's workers, then torchrun
+            os.kill(worker, signal.SIGKILL)
+        job.kill()
+        job.wait()
     assert not (run_dir / "results.json").exists()
     saved = load_checkpoint(run_dir / "checkpoint.pt")
     assert len(saved["rank_rng"]) == WORLD
+    assert len(saved["times"]) == 1  # killed in the second experience
 
     resumed = torchrun([*args, "--output_dir", "b"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -30,7 +30,7 @@ NUM_CLASSES, PER_CLASS = 4, 6
 WNIDS = fake.wnids(NUM_CLASSES)
 SPLIT = {"n_base": 2, "n_phases": 2, "resolution": 8}
 """4 classes: 2, then 2 phases of 1; images shrunk to 8x8."""
-BOUND_S = 120
+BOUND_S = 900
 """Far more than a walk of these trees takes (well under a second)."""
 
 

@@ -26,19 +26,18 @@ METRIC = "Top1_Acc_Stream/eval_phase/test_stream"
 # keeps process-wide state); prints what the test checks.
 SCRIPT = textwrap.dedent(
     f"""
-    import json, sys, time
+    import json, sys
     from avalanche.evaluation.metric_results import MetricValue
     from bdr_avalanche.experiment.loggers import WandBLogger
 
     params = json.loads(sys.argv[1])
-    start = time.monotonic()
     logger = WandBLogger(project_name="x", params=params)
     run = logger.wandb.run
     mode, run_id, run_dir = run.settings.mode, run.id, run.dir
     logger.log_metrics([MetricValue(None, {METRIC!r}, 0.5, x_plot=3)])
     logger.close()
     print("RESULT", json.dumps(dict(
-        mode=mode, id=run_id, dir=run_dir, seconds=time.monotonic() - start,
+        mode=mode, id=run_id, dir=run_dir,
         finished=logger.wandb.run is None,
     )))
     """
@@ -70,7 +69,7 @@ def sandbox_env(tmp_path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_logger(tmp_path, env, params=None, timeout=300) -> dict:
+def run_logger(tmp_path, env, params=None, timeout=900) -> dict:
     """Run SCRIPT; a hang fails the test through the subprocess timeout."""
     work = tmp_path / "cwd"
     work.mkdir()
@@ -100,14 +99,34 @@ def offline_run_file(tmp_path, run_id: str):
     return files[0]
 
 
+def silent_server() -> socket.socket:
+    """A listening socket that accepts connections and never replies."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    return server
+
+
+def was_contacted(server: socket.socket) -> bool:
+    """Whether anything connected to ``server`` (a pending connection)."""
+    server.setblocking(False)
+    try:
+        server.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
 def test_wandb_logger_alone_without_key_runs_offline(tmp_path):
     """WandBLogger(project_name=...) with no key: offline, files under
-    tmp_path only, the metric in the run file, done in bounded time
+    tmp_path only, the metric in the run file, and no server contacted
     (Avalanche's own logger fails on wandb.util.generate_id)."""
-    result = run_logger(tmp_path, sandbox_env(tmp_path))
+    with silent_server() as server:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        result = run_logger(tmp_path, sandbox_env(tmp_path, WANDB_BASE_URL=url))
+        assert not was_contacted(server)  # no wait for a server
     assert result["mode"] == "offline"
     assert result["finished"]
-    assert result["seconds"] < WANDB_INIT_TIMEOUT_S  # no wait for a server
     run_file = offline_run_file(tmp_path, result["id"])
     assert str(run_file.parent) in result["dir"]
     assert METRIC.encode() in run_file.read_bytes()
@@ -117,9 +136,7 @@ def test_wandb_logger_alone_without_key_runs_offline(tmp_path):
 def test_wandb_logger_online_start_that_fails_falls_back_offline(tmp_path):
     """A key but a server that never answers: the bounded init gives up and
     the run goes offline, with the same id (so `wandb sync` can append)."""
-    with socket.socket() as server:  # accepts connections, never replies
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
+    with silent_server() as server:
         port = server.getsockname()[1]
         env = sandbox_env(
             tmp_path,
@@ -127,10 +144,12 @@ def test_wandb_logger_online_start_that_fails_falls_back_offline(tmp_path):
             WANDB_BASE_URL=f"http://127.0.0.1:{port}",
         )
         params = {"id": "abc12345", "resume": "allow", "settings": {"init_timeout": 3}}
-        result = run_logger(tmp_path, env, params, timeout=300)
+        result = run_logger(tmp_path, env, params)
+        assert was_contacted(server)  # it did try, and gave up
+    # the bounded init gave up on its own (an unbounded one hangs until
+    # run_logger's timeout fails the test)
     assert "could not start online" in result["stderr"]
     assert result["mode"] == "offline" and result["id"] == "abc12345"
-    assert result["seconds"] < 60
     assert METRIC.encode() in offline_run_file(tmp_path, "abc12345").read_bytes()
 
 

@@ -506,9 +506,11 @@ def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     def stopped(name):
+        # each trains its first experience (no entry stored by the other)
         sub = ExperimentConfig(
-            **{**cfg.to_dict(), "output_dir": str(tmp_path), "name": name}
-        )
+            **{**cfg.to_dict(), "output_dir": str(tmp_path), "name": name,
+               "reuse_base": False}
+        )  # fmt: skip
         monkeypatch.setattr(runner, "save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             run_experiment(sub)

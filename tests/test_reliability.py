@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import paused_run
 import pytest
 import torch
 
@@ -28,12 +28,15 @@ QUICK = [
     "--epochs", "1", "--batch_size", "64", "--width", "8", "--mem_per_class", "5",
     "--interactive", "false",
 ]  # fmt: skip
-# Experiences of a few seconds each, so that a signal lands inside one.
+# Runs that the tests below stop where they need them (see paused_run).
 SLOW = [
-    "--epochs", "40", "--milestones", "30", "--batch_size", "32", "--width", "8",
+    "--epochs", "4", "--milestones", "3", "--batch_size", "32", "--width", "8",
     "--mem_per_class", "5", "--interactive", "false",
 ]  # fmt: skip
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+TIMEOUT_S = 900
+"""Bound on a subprocess: for a broken run, far above a working one's
+time on a slow, busy machine."""
 
 
 def command(*args: str, verb: str = "run") -> list[str]:
@@ -80,19 +83,6 @@ def run_cli(capsys, *args: str, verb: str = "run") -> tuple[int, str]:
     errors = [line for line in err.splitlines() if line.startswith("bdr-avalanche:")]
     assert "Traceback" not in err
     return status, errors[0] if errors else ""
-
-
-def wait_for(predicate, process: subprocess.Popen, what: str, limit: float = 300):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert process.poll() is None, f"the run ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def training_started(run_dir: Path):
-    log = run_dir / "log.txt"
-    return lambda: log.exists() and "Start of training phase" in log.read_text()
 
 
 # -- data loss ---------------------------------------------------------
@@ -189,19 +179,47 @@ def test_output_dir_that_is_a_file(tmp_path, capsys):
     assert (tmp_path / "out").read_text() == "x"
 
 
-def test_output_dir_on_a_read_only_file_system(tmp_path, capsys, monkeypatch):
-    real_mkdir = os.mkdir
+@pytest.mark.parametrize("verb", ["run", "compare"])
+@pytest.mark.parametrize(
+    "code", [errno.ENOSPC, errno.EROFS, errno.EACCES], ids=errno.errorcode.get
+)
+@pytest.mark.parametrize("stage", ["output_dir", "folder", "marker"])
+def test_a_results_folder_that_cannot_be_written_exits_1(
+    tmp_path, capsys, monkeypatch, verb, code, stage
+):
+    """A full disk, a read-only file system or a missing permission is the
+    machine's failure, not the input's: exit status 1, as for any results
+    file (README), one line with the reason, nothing left behind."""
+    out = tmp_path / "full" / "o"
+    folder = out / "x"
+    refused = {"output_dir": out, "folder": folder}.get(stage)
+    real_mkdir, real_fsync = os.mkdir, os.fsync
 
-    def read_only(path, *args, **kwargs):
-        if str(tmp_path / "ro") in str(path):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    def mkdir(path, *args, **kwargs):
+        if refused is not None and Path(path) == refused:
+            raise OSError(code, os.strerror(code), str(path))
         return real_mkdir(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "mkdir", read_only)
-    status, line = run_cli(capsys, *QUICK, "--output_dir", str(tmp_path / "ro" / "o"))
-    assert status == 2
-    assert "cannot create output_dir" in line and "Read-only file system" in line
-    assert list(tmp_path.iterdir()) == []
+    def fsync(fd):
+        if stage == "marker" and os.readlink(f"/proc/self/fd/{fd}").endswith(
+            f".{MARKER}.tmp"
+        ):
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(atomic_module.os, "fsync", fsync)
+    status, line = run_cli(
+        capsys, *QUICK, "--output_dir", str(out), "--name", "x", verb=verb
+    )
+    assert status == 1
+    what = {
+        "output_dir": f"cannot create output_dir {out}",
+        "folder": f"cannot create {folder}",
+        "marker": f"cannot write to {folder}",
+    }[stage]
+    assert line == f"bdr-avalanche: error: {what}: {os.strerror(code)}"
+    assert list(tmp_path.iterdir()) == []  # the folders it created are gone
 
 
 # -- atomic writes -----------------------------------------------------
@@ -281,17 +299,42 @@ def test_compare_refuses_a_damaged_config_of_a_finished_method(
 
 
 # -- signals and locks (subprocesses) ------------------------------------
+# The first command of each test stops itself (SIGSTOP) at a known training
+# step (see paused_run), so that what the test does next lands there
+# however fast or slow the machine.
+def start_paused(
+    tmp_path: Path, args: list[str], after: Path | None = None, steps: int = 1
+) -> tuple[subprocess.Popen, Path]:
+    """``bdr-avalanche args`` stopped at its ``steps``-th optimizer step
+    once ``after`` exists; the process and its stderr file."""
+    stderr = tmp_path / "first.err"
+    with stderr.open("w") as file:
+        process = paused_run.start(
+            args, tmp_path / "stopped", after, steps,
+            env=ENV, stdout=subprocess.DEVNULL, stderr=file, text=True,
+        )  # fmt: skip
+    paused_run.wait_stopped(process, stderr)
+    return process, stderr
+
+
+def resume_with(process: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to the stopped ``process``, then let it go on: it
+    receives the signal where it stopped."""
+    process.send_signal(signum)
+    process.send_signal(signal.SIGCONT)
+
+
 def test_sigint_in_experience_0_leaves_no_folder(tmp_path):
     run_dir = tmp_path / "o" / "run"
-    process = subprocess.Popen(
-        command(*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"),
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    wait_for(training_started(run_dir), process, "training")
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
+    process, stderr = start_paused(tmp_path, args)  # experience 0, first step
+    try:
+        resume_with(process, signal.SIGINT)
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        process.kill()
     assert process.returncode == 130
-    assert one_error_line(err) == (
+    assert one_error_line(stderr.read_text()) == (
         "bdr-avalanche: interrupted in experience 0; run the same command to "
         "resume from experience 0"
     )
@@ -301,15 +344,16 @@ def test_sigint_in_experience_0_leaves_no_folder(tmp_path):
 
 def test_sigterm_in_experience_1_keeps_the_checkpoint_and_flushed_logs(tmp_path):
     run_dir = tmp_path / "o" / "run"
-    args = command(*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run")
-    process = subprocess.Popen(
-        args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    wait_for((run_dir / "checkpoint.pt").exists, process, "the first checkpoint")
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
+    # the first step after the first checkpoint: experience 1
+    process, stderr = start_paused(tmp_path, args, after=run_dir / "checkpoint.pt")
+    try:
+        resume_with(process, signal.SIGTERM)
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        process.kill()
     assert process.returncode == 143
-    assert one_error_line(err) == (
+    assert one_error_line(stderr.read_text()) == (
         "bdr-avalanche: interrupted in experience 1; run the same command to "
         "resume from experience 1"
     )
@@ -323,38 +367,36 @@ def test_sigterm_in_experience_1_keeps_the_checkpoint_and_flushed_logs(tmp_path)
 
 def test_log_is_on_disk_after_sigkill(tmp_path):
     run_dir = tmp_path / "o" / "run"
-    process = subprocess.Popen(
-        command(*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"),
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for((run_dir / "checkpoint.pt").exists, process, "the first checkpoint")
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
+    process, _ = start_paused(tmp_path, args, after=run_dir / "checkpoint.pt")
+    process.kill()  # in experience 1, after experience 0's evaluation
+    process.wait(timeout=TIMEOUT_S)
     assert "Top1_Acc_Stream/eval_phase/test_stream" in (run_dir / "log.txt").read_text()
 
 
 def test_a_second_launch_exits_at_once_and_a_stale_lock_does_not_block(tmp_path):
     run_dir = tmp_path / "o" / "run"
-    args = command(*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run")
-    first = subprocess.Popen(
-        args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for(training_started(run_dir), first, "training")
-    config = (run_dir / "config.yaml").read_text()
-    second = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2
-    line = one_error_line(second.stderr)
-    assert line.startswith(f"bdr-avalanche: error: {run_dir} is in use")
-    assert f"(process {first.pid})" in line
-    assert (run_dir / "config.yaml").read_text() == config
-    assert first.poll() is None  # the first run goes on
-    # killed: its lock dies with it, the next run is not blocked
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=60)
+    args = [*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
+    first, _ = start_paused(tmp_path, ["run", *args])  # training, lock held
+    try:
+        config = (run_dir / "config.yaml").read_text()
+        second = subprocess.run(
+            command(*args), env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+        assert second.returncode == 2
+        line = one_error_line(second.stderr)
+        assert line.startswith(f"bdr-avalanche: error: {run_dir} is in use")
+        assert f"(process {first.pid})" in line
+        assert (run_dir / "config.yaml").read_text() == config
+        assert first.poll() is None  # the first run is still there, stopped
+    finally:
+        # killed: its lock dies with it, the next run is not blocked
+        first.kill()
+        first.wait(timeout=TIMEOUT_S)
     assert (run_dir / LOCK).exists()
     again = subprocess.run(
-        [*args, "--epochs", "1", "--milestones", "1", "--overwrite"],
-        env=ENV, capture_output=True, text=True, timeout=600,
+        command(*args, "--epochs", "1", "--milestones", "1", "--overwrite"),
+        env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert (run_dir / "results.json").is_file()
@@ -370,7 +412,7 @@ def test_a_locked_folder_is_not_touched(tmp_path, extra):
         second = subprocess.run(
             command(*QUICK, "--output_dir", str(tmp_path / "o"), "--name", "run",
                     *extra),
-            env=ENV, capture_output=True, text=True, timeout=120,
+            env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S,
         )  # fmt: skip
         assert second.returncode == 2
         line = one_error_line(second.stderr)
@@ -384,17 +426,14 @@ def test_a_locked_folder_is_not_touched(tmp_path, extra):
 
 def test_two_comparisons_on_one_folder(tmp_path):
     out = tmp_path / "o"
-    args = command(*SLOW, "--output_dir", str(out), "--name", "c",
-                   "--methods", "naive,lucir", verb="compare")  # fmt: skip
-    first = subprocess.Popen(
-        args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    args = [*SLOW, "--output_dir", str(out), "--name", "c", "--methods", "naive,lucir"]
+    first, _ = start_paused(tmp_path, ["compare", *args])  # training naive
     try:
-        wait_for(training_started(out / "c" / "naive"), first, "training")
         before = snapshot(out / "c", skip=out / "c" / "naive")
         second = subprocess.run(
-            args, env=ENV, capture_output=True, text=True, timeout=120
-        )
+            command(*args, verb="compare"),
+            env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S,
+        )  # fmt: skip
         assert second.returncode == 2
         assert one_error_line(second.stderr).startswith(
             f"bdr-avalanche: error: {out / 'c'} is in use"
@@ -404,4 +443,51 @@ def test_two_comparisons_on_one_folder(tmp_path):
         assert json.loads((out / "c" / MARKER).read_text()) == {"kind": "compare"}
     finally:
         first.kill()
-        first.wait()
+        first.wait(timeout=TIMEOUT_S)
+
+
+# Runs bdr-avalanche and reports, after it exits, which of the heavy modules
+# it imported (on the last line of stdout).
+HEAVY = ("torch", "avalanche")
+IMPORTS = f"""
+import sys
+from bdr_avalanche.experiment.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exit_info:
+    status = exit_info.code
+print("imported:", ",".join(m for m in {HEAVY!r} if m in sys.modules))
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    "verb, kind, options, folder",
+    [
+        ("run", "run", ["--name", "r"], "r"),
+        ("run", "run", [], "digits_b4_3phases_lucir_cwd_bdr_seed1993"),
+        ("compare", "compare", ["--name", "c"], "c"),
+        ("compare", "compare", [], "compare_digits_b4_3phases_seed1993"),
+    ],
+    ids=["run", "run_default_name", "compare", "compare_default_name"],
+)
+def test_a_folder_in_use_is_refused_before_torch_is_imported(
+    tmp_path, verb, kind, options, folder
+):
+    """The lock is checked right after the options: a second launch is
+    refused without importing torch or Avalanche (in a second or two, not
+    after the seconds those imports take)."""
+    held = tmp_path / "o" / folder
+    with RunFolder.open(held, kind):
+        before = snapshot(tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-c", IMPORTS, verb, *QUICK, *options,
+             "--output_dir", str(tmp_path / "o")],
+            env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S,
+        )  # fmt: skip
+        assert snapshot(tmp_path) == before
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert one_error_line(result.stderr).startswith(
+        f"bdr-avalanche: error: {held} is in use by another run (process {os.getpid()})"
+    )
+    assert result.stdout.splitlines()[-1] == "imported: "

@@ -10,10 +10,10 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import paused_run
 import pytest
 import torch
 from conftest import TINY_RUN
@@ -31,18 +31,23 @@ from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.run_folder import RunExistsError, RunFolderError
 from bdr_avalanche.experiment.runner import run_experiment
 
-# Long enough experiences (about 0.5 s each on a CPU) that the kill lands
-# inside the second one.
+# Experiences of ~140 optimizer steps, so that the kill lands inside the
+# second one (see paused_run).
 ARGS = [
     "--epochs", "16", "--milestones", "12", "--batch_size", "32", "--width", "8",
     "--mem_per_class", "5", "--interactive", "false", "--name", "run",
 ]  # fmt: skip
 TINY = {**TINY_RUN, "name": "run"}
+TIMEOUT_S = 900
+"""Bound on a subprocess: for a broken run, far above a working one's."""
+
+
+def cli_args(out: Path, *extra: str) -> list[str]:
+    return ["run", *ARGS, "--output_dir", str(out), *extra]
 
 
 def cli(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bdr_avalanche", "run", *ARGS,
-            "--output_dir", str(out), *extra]  # fmt: skip
+    return [sys.executable, "-m", "bdr_avalanche", *cli_args(out, *extra)]
 
 
 def finished_experiences(run_dir: Path) -> int:
@@ -52,30 +57,31 @@ def finished_experiences(run_dir: Path) -> int:
 def test_sigkill_during_experience_2_then_resume_matches_uninterrupted(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     reference = subprocess.run(
-        cli(tmp_path / "a"), env=env, capture_output=True, text=True, timeout=600
+        cli(tmp_path / "a"), env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     run_dir = tmp_path / "b" / "run"
-    process = subprocess.Popen(
-        cli(tmp_path / "b"),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (run_dir / CHECKPOINT_FILE).exists():  # written after experience 1
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # stopped (SIGSTOP) in the second experience: 40 of its ~140 steps after
+    # the first checkpoint, however fast the machine; then killed there
+    stderr = tmp_path / "b.err"
+    with stderr.open("w") as file:
+        process = paused_run.start(
+            cli_args(tmp_path / "b"), tmp_path / "stopped",
+            after=run_dir / CHECKPOINT_FILE, steps=40,
+            env=env, stdout=subprocess.DEVNULL, stderr=file,
+        )  # fmt: skip
+    try:
+        paused_run.wait_stopped(process, stderr)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (run_dir / "results.json").exists()
     assert finished_experiences(run_dir) == 1  # killed in the second of four
 
     resumed = subprocess.run(
-        cli(tmp_path / "b"), env=env, capture_output=True, text=True, timeout=600
+        cli(tmp_path / "b"), env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after experience 0" in resumed.stderr
@@ -155,6 +161,16 @@ def test_resume_refuses_another_config_and_names_the_keys(interrupted, capsys):
     assert "lr: 0.1 in the checkpoint, 0.05 now" in message
     assert "batch_size" not in message
     assert (run_dir / CHECKPOINT_FILE).read_bytes() == before  # untouched
+
+
+def test_resume_refuses_another_worker_count(interrupted):
+    """Each DataLoader worker draws its own augmentation stream, so the
+    later experiences of a run resumed with other workers would differ."""
+    cfg, run_dir = interrupted
+    before = (run_dir / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(CheckpointError, match="num_workers: None in the checkpoint"):
+        run_experiment(ExperimentConfig(**{**cfg.to_dict(), "num_workers": 1}))
+    assert (run_dir / CHECKPOINT_FILE).read_bytes() == before
 
 
 def test_runtime_keys_may_change_on_resume(interrupted):

@@ -229,7 +229,7 @@ def test_console_entry_point_runs(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     saved = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())

@@ -15,6 +15,20 @@ that decide that experience (:func:`base_settings`); a later run with the
 same key starts from the stored state instead of training, which is
 resuming after experience 0, so it ends with the accuracy matrix and
 weights of a run that trained it (a test checks this).
+
+Which configuration keys decide the first experience is declared once, for
+every key of :class:`~.config.ExperimentConfig`: :data:`FIRST_EXPERIENCE_KEYS`
+enter the key (some through what they resolve to), :data:`LATER_KEYS` do
+not, each with its reason. A test changes every key in turn and checks
+that the key of the cache changes exactly for the first ones, so a new
+configuration key cannot be forgotten. The data enter through their path
+and a fingerprint of the files read
+(:func:`~bdr_avalanche.benchmarks.fingerprint.data_fingerprint`), so data
+changed in place are not taken for the stored ones.
+
+A run that reuses an entry reports, as the time of its first experience,
+the time it took to read it; the training time stored with the entry is
+reported apart (``base_model.stored_time_s`` in ``results.json``).
 """
 
 from __future__ import annotations
@@ -29,38 +43,140 @@ from typing import Any
 import torch
 
 from .. import __version__, distributed
+from ..benchmarks.fingerprint import data_fingerprint
+from ..benchmarks.specs import DATASETS
+from ._atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
-from .config import OUR_METHODS, ExperimentConfig
+from .config import OUR_METHODS, ConfigError, ExperimentConfig
+from .factories import amp_dtype, build_batch_augment, num_workers
+from .run_folder import MARKER
 
-__all__ = ["BaseCache", "base_settings"]
+__all__ = [
+    "BASE_CACHE_DIR",
+    "FIRST_EXPERIENCE_KEYS",
+    "LATER_KEYS",
+    "BaseCache",
+    "base_settings",
+    "check_cache_folder",
+    "first_experience_settings",
+]
 
 log = logging.getLogger(__name__)
 
 BASE_CACHE_DIR = "base_models"
 """The cache's folder in ``output_dir`` when ``base_cache`` is not set."""
 
+FIRST_EXPERIENCE_KEYS: dict[str, str] = {
+    "method": "whether CwD is on (it acts in the first experience only)",
+    "seed": "the initial weights and every random draw",
+    "dataset": "the images and their augmentation",
+    "dataset_root": "the data: their real path and a fingerprint of the files read",
+    "n_base": "the classes of the first experience (as first_classes)",
+    "n_phases": "with n_base=0, the first experience's classes (first_classes)",
+    "class_order_seed": "the class order; digits: also its train/test split",
+    "resolution": "the image size, where the dataset is resized",
+    "in_memory": "images decoded once and kept shrunk, or decoded per epoch",
+    "num_workers": "the DataLoader workers' random streams (the resolved count)",
+    "backbone": "the network",
+    "width": "small_cnn's channels",
+    "epochs": "the schedule",
+    "batch_size": "the first experience's batch size, unless first_batch_size",
+    "first_batch_size": "the first experience's batch size",
+    "lr": "the first experience's learning rate, unless first_lr",
+    "first_lr": "the first experience's learning rate",
+    "momentum": "the optimiser",
+    "weight_decay": "the optimiser",
+    "milestones": "the schedule",
+    "lr_decay": "the schedule",
+    "eval_batch_size": "the evaluation and the herding after it",
+    "mem_per_class": "the memory built at its end",
+    "cwd_coef": "CwD's weight, when CwD is on",
+    "reject_threshold": "CwD's smallest class in a batch, when CwD is on",
+    "device": "its type (cpu, cuda)",
+    "fast_input": "the input path (as resolved)",
+    "amp": "the autocast dtype (as resolved)",
+    "channels_last": "the memory format of the convolutions",
+    "compile": "the compiled kernels",
+}
+"""The keys that decide the first experience, and how they enter the key
+of the cache (:func:`base_settings`)."""
+
+_RUNTIME = "where or how the run executes and logs, not what it computes"
+LATER_KEYS: dict[str, str] = {
+    "name": _RUNTIME,
+    "download": "fetches missing files only; the files read are fingerprinted",
+    "lambda_base": "LUCIR's less-forget term needs old classes",
+    "margin": "LUCIR's margin ranking needs old classes",
+    "k": "LUCIR's margin ranking needs old classes (k is only checked against "
+    "the later experiences)",
+    "mr_weight": "LUCIR's margin ranking needs old classes",
+    "m1": "BDR acts after the first experience",
+    "m2": "BDR acts after the first experience",
+    "bdr_momentum": "BDR acts after the first experience",
+    "tau": "BDR acts after the first experience",
+    "output_dir": _RUNTIME,
+    "reuse_base": "whether the cache is used at all",
+    "base_cache": "where the cache is",
+    "save_models": _RUNTIME,
+    "interactive": _RUNTIME,
+    "text_log": _RUNTIME,
+    "csv_log": _RUNTIME,
+    "tensorboard": _RUNTIME,
+    "wandb": _RUNTIME,
+    "wandb_project": _RUNTIME,
+    "wandb_entity": _RUNTIME,
+    "wandb_tags": _RUNTIME,
+    "wandb_mode": _RUNTIME,
+}
+"""The keys that do not change the first experience, and why."""
+
 
 def base_settings(
+    cfg: ExperimentConfig, benchmark, device: torch.device
+) -> dict[str, Any]:
+    """Everything that decides the first experience of the (resolved)
+    ``cfg`` on ``benchmark`` (its stream) and ``device``, as plain values:
+    the keys of :data:`FIRST_EXPERIENCE_KEYS`, as they act, and the
+    versions, the checkpoint format and the number of processes (see
+    :func:`first_experience_settings`)."""
+    first = benchmark.train_stream[0]
+    return first_experience_settings(
+        cfg,
+        device,
+        first_classes=[int(c) for c in first.classes_in_this_experience],
+        train_size=len(first.dataset),
+        test_size=len(benchmark.test_stream[0].dataset),
+        data=data_fingerprint(cfg.dataset, cfg.dataset_root),
+    )
+
+
+def first_experience_settings(
     cfg: ExperimentConfig,
+    device: torch.device,
+    *,
     first_classes: list[int],
     train_size: int,
-    device: torch.device,
-    fast_input: bool,
-    amp: torch.dtype | None,
+    test_size: int,
+    data: str,
 ) -> dict[str, Any]:
-    """Everything that decides a run's first experience, as plain values.
+    """:func:`base_settings` from what the stream says of its first
+    experience (so that keys can be counted without the data).
 
-    :param first_classes: the first experience's classes in order of
-        arrival (this covers ``class_order_seed``, ``n_base`` and, when
-        ``n_base=0``, ``n_phases``).
+    :param first_classes: its classes, in order of arrival (they cover
+        ``n_base``, ``class_order_seed`` and, when ``n_base=0``,
+        ``n_phases``).
     :param train_size: its training samples.
-    :param device: the run's device (only its type enters).
-    :param fast_input: whether the fast input path is on.
-    :param amp: the autocast dtype, if any.
+    :param test_size: its test samples.
+    :param data: the data's fingerprint
+        (:func:`~bdr_avalanche.benchmarks.fingerprint.data_fingerprint`).
     """
     import avalanche
 
+    spec = DATASETS[cfg.dataset]
     root = cfg.dataset_root
+    cwd = bool(OUR_METHODS[cfg.method].get("cwd"))
+    fast_input = build_batch_augment(cfg, device) is not None
+    amp = amp_dtype(cfg, device)
     return {
         "format": CHECKPOINT_FORMAT,
         "versions": [
@@ -69,13 +185,17 @@ def base_settings(
             str(avalanche.__version__),
         ],
         "dataset": cfg.dataset,
-        # the data itself: where it is read from (moving it misses the cache)
-        "dataset_root": None if root is None else os.path.realpath(root),
-        "resolution": cfg.resolution,
-        "in_memory": cfg.in_memory,
-        "class_order_seed": cfg.class_order_seed,  # digits: also its split
+        "dataset_root": None
+        if spec.builtin or root is None
+        else os.path.realpath(os.path.expanduser(root)),
+        "data": data,
+        "resolution": None if spec.resolution is None else cfg.resolution,
+        "in_memory": spec.fits_in_memory(cfg.in_memory),
+        "class_order_seed": cfg.class_order_seed,
         "first_classes": list(first_classes),
         "train_size": train_size,
+        "test_size": test_size,
+        "num_workers": num_workers(cfg, device, fast_input),
         "backbone": cfg.backbone,
         "width": cfg.width if cfg.backbone == "small_cnn" else None,
         "seed": cfg.seed,
@@ -87,9 +207,10 @@ def base_settings(
         "milestones": list(cfg.milestones),
         "lr_decay": cfg.lr_decay,
         "eval_batch_size": cfg.eval_batch_size,
-        "mem_per_class": cfg.mem_per_class,  # the memory is built at its end
-        # CwD acts in the first experience only; LUCIR's losses and BDR after it
-        "cwd_coef": cfg.cwd_coef if OUR_METHODS[cfg.method].get("cwd") else None,
+        "mem_per_class": cfg.mem_per_class,
+        "cwd": cwd,
+        "cwd_coef": cfg.cwd_coef if cwd else None,
+        "reject_threshold": cfg.reject_threshold if cwd else None,
         "device": device.type,
         "world_size": distributed.world_size(),
         "fast_input": fast_input,
@@ -97,6 +218,39 @@ def base_settings(
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
     }
+
+
+def check_cache_folder(
+    cfg: ExperimentConfig, results_folder: str | os.PathLike | None = None
+) -> None:
+    """Refuse, with :class:`~.config.ConfigError`, a base-model cache that
+    a results folder would hold, where deleting or overwriting that folder
+    would delete the entries of other runs.
+
+    The cache of ``cfg`` may not be ``results_folder`` (default: the run's
+    own, ``output_dir/name``) or inside it, whatever the method (a run named
+    ``base_models`` is the default cache). When the run uses the cache, it
+    may not be inside any results folder either (one with a marker).
+    """
+    cache = Path(os.path.realpath(BaseCache.folder(cfg)))
+    if results_folder is None:
+        results_folder = Path(cfg.output_dir) / cfg.name
+    own = Path(os.path.realpath(results_folder))
+    if cache == own or own in cache.parents:
+        raise ConfigError(
+            f"the results folder {own} would hold the base-model cache {cache}, "
+            "whose entries other runs share and --overwrite would delete: "
+            f"choose another name, or set base_cache to a folder outside {own}"
+        )
+    if not cfg.reuse_base or cfg.method not in OUR_METHODS:
+        return
+    for folder in (cache, *cache.parents):
+        if (folder / MARKER).is_file():
+            raise ConfigError(
+                f"base_cache={str(BaseCache.folder(cfg))!r} is inside the results "
+                f"folder {folder}, whose --overwrite would delete the cache's "
+                "entries: choose a folder outside results folders"
+            )
 
 
 class BaseCache:
@@ -121,16 +275,28 @@ class BaseCache:
         """The stored state, in the checkpoint's layout, with its results
         sized for a stream of ``num_experiences`` (``None`` when there is
         none, or it cannot be used: then the run trains its first
-        experience and stores it again)."""
+        experience and stores it again). Temporary files that writers
+        killed while storing left in the folder are deleted first."""
+        remove_stale_temporaries(self.path.parent)
         if not self.path.is_file():
             return None
+        remedy = (
+            "the first experience is trained again and stored over it (to clear "
+            f"the cache, delete that file or the folder {self.path.parent})"
+        )
         try:
-            state = load_checkpoint(self.path)
+            state = load_checkpoint(self.path, remedy=remedy)
         except CheckpointError as err:
-            log.warning("ignoring the cached first experience: %s", err)
+            log.warning("ignoring the base-model cache entry %s", err)
             return None
-        if state.get("base_settings") != self.settings or len(state["times"]) != 1:
-            log.warning("ignoring %s: it was stored for other settings", self.path)
+        times = state.get("times")
+        if state.get("base_settings") != self.settings or len(times or ()) != 1:
+            log.warning(
+                "ignoring the base-model cache entry %s: it was stored for other "
+                "settings; %s",
+                self.path,
+                remedy,
+            )
             return None
         # the run that stored it may have split its later classes otherwise
         stored = state["results"]["accuracy_matrix"]
@@ -139,16 +305,24 @@ class BaseCache:
         state["results"]["accuracy_matrix"] = matrix
         return state
 
-    def store(self, state: dict[str, Any]) -> None:
+    def store(self, state: dict[str, Any]) -> bool:
         """Store a checkpoint's ``state`` taken after the first experience
-        (atomically; a failure is logged and the run goes on)."""
-        from .checkpoint import save_checkpoint
-
+        (atomically); return whether it was stored. A failure is logged and
+        the run goes on."""
+        stored = {**state, "base_settings": self.settings, "wandb_id": None}
+        stored.pop("base_model", None)  # what the storing run did: not the entry's
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            log.warning("cannot create the base-model cache %s: %s", self.path, err)
-            return
-        stored = {**state, "base_settings": self.settings, "wandb_id": None}
-        if save_checkpoint(self.path, stored):
-            log.info("first experience stored for reuse in %s", self.path)
+            remove_stale_temporaries(self.path.parent)
+            with atomic_write(self.path, "wb") as file:
+                torch.save(stored, file)
+        except (OSError, RuntimeError) as err:
+            log.warning(
+                "could not store the first experience in the base-model cache "
+                "%s (%s); the run goes on without it",
+                self.path,
+                err,
+            )
+            return False
+        log.info("first experience stored for reuse in %s", self.path)
+        return True

@@ -11,8 +11,10 @@ last good checkpoint in place.
 The runner stores, after every experience: the strategy's
 ``state_dict()`` (see :meth:`bdr_avalanche.LUCIR.state_dict`), the random
 number generators (:func:`rng_state`), the state of Avalanche's forgetting
-metrics (:func:`evaluator_state`), the results so far and the loggers'
-identifiers.
+metrics (:func:`evaluator_state`), the results so far, the time each
+experience took, the loggers' identifiers and, under ``base_model``, what
+the run did with the base-model cache (:mod:`.base_cache`), so that a
+resumed run still reports it.
 """
 
 from __future__ import annotations
@@ -160,17 +162,31 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
     return True
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path,
+    remedy: str = "delete it or pass --overwrite to start the run again",
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors on the
-    CPU) with ``weights_only=True``."""
+    CPU) with ``weights_only=True``.
+
+    :param remedy: what the message of a damaged file advises (the
+        base-model cache, which ``--overwrite`` does not clear, says its own).
+    :raises CheckpointError: the file cannot be read, or does not hold a
+        dict.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise CheckpointError(
             f"{path}: cannot read the checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); delete it or pass "
-            "--overwrite to start the run again"
+            f"{str(err).splitlines()[0] if str(err) else ''}); {remedy}"
         ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a "
+            f"dict); {remedy}"
+        )
+    return state
 
 
 def previous_checkpoint(

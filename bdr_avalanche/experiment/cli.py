@@ -9,16 +9,19 @@ so every config key is also an option (``--dataset_root`` or
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 # The runner, the data and the strategies (torch, Avalanche) are imported
-# inside main, after the arguments are parsed: the parser, and so --help,
-# needs only the config module.
+# inside main, after the arguments, the configuration and the results
+# folder's lock are checked: --help, a bad value and a folder in use need
+# only the config and run_folder modules, and are answered at once.
 
 __all__ = ["build_parser", "main"]
 
@@ -80,11 +83,34 @@ def _add_config_options(
         )
 
 
+LINE_LIMIT = 900
+"""Characters of an error message that the command prints (its start and
+its end; a message may quote what it was given, and that may be huge)."""
+
+
+def _cut(text: str) -> str:
+    """``text`` if it fits :data:`LINE_LIMIT`, else its start and its end."""
+    if len(text) <= LINE_LIMIT:
+        return text
+    head, tail = 2 * LINE_LIMIT // 3, LINE_LIMIT // 4
+    left_out = len(text) - head - tail
+    return f"{text[:head]} … ({left_out:,} characters left out) … {text[-tail:]}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose error line is cut to :data:`LINE_LIMIT`
+    (it quotes the arguments it does not recognise)."""
+
+    def error(self, message: str):
+        """Print the usage and the (cut) message; exit with status 2."""
+        super().error(_cut(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bdr-avalanche`` argument parser."""
     from .config import METHODS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bdr-avalanche",
         description="Class-incremental experiments with LUCIR, CwD and BDR "
         "(and Avalanche's built-in strategies) on Avalanche streams.",
@@ -139,11 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bdr-avalanche`` console script.
 
-    Exit status: 0 done; 1 the run failed (data, checkpoint, a file that
-    cannot be written, a non-finite loss); 2 bad input (options, config
-    files, a results folder that is not ours or is in use); 130 / 143
-    interrupted by SIGINT / SIGTERM (run the same command to resume). Each
-    error is one line on stderr.
+    Exit status: 0 done; 1 the run failed (data, checkpoint, a results
+    folder or file that cannot be created or written, Avalanche's settings
+    file, a non-finite loss); 2 bad input (options, config files, a results
+    folder that is not ours or is in use); 130 / 143 interrupted by SIGINT /
+    SIGTERM (run the same command to resume). Each error is one line on
+    stderr.
+
+    The options, the config files and the results folder's lock are
+    checked before torch and Avalanche are imported, so that a bad value or
+    a folder in use is refused at once.
     """
     from .interrupt import Interrupted, catch_signals
 
@@ -169,26 +200,37 @@ def _main(argv: Sequence[str] | None) -> int:
         level=logging.DEBUG
         if verbose
         else logging.INFO
-        if os.environ.get("RANK", "0") == "0"
+        if _rank_0()
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from .config import ConfigError, comparison_name, load_config, parse_value
+    from .run_folder import FolderWriteError, RunFolderError, check_not_in_use
+
+    try:
+        overrides = {key: parse_value(key, text) for key, text in args.items()}
+        cfg = load_config(files, overrides)
+        if _rank_0():  # the process that takes the lock
+            name = cfg.resolved().name if command == "run" else comparison_name(cfg)
+            check_not_in_use(Path(cfg.output_dir) / name)
+        _import_avalanche()
+    except (ConfigError, RunFolderError) as err:
+        parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
+    except _SettingsError as err:
+        parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
     from ..benchmarks import DatasetError
     from ..distributed import launched_by_torchrun, shutdown
     from ..plugins import NonFiniteLossError
     from ._atomic import WriteError
     from .checkpoint import CheckpointError
     from .compare import run_comparison
-    from .config import ConfigError, load_config, parse_value
-    from .run_folder import RunExistsError, RunFolderError
+    from .run_folder import RunExistsError
     from .runner import run_experiment
 
     try:
-        overrides = {key: parse_value(key, text) for key, text in args.items()}
-        cfg = load_config(files, overrides)
         if command == "run":
             run_experiment(cfg, overwrite=overwrite)
         elif launched_by_torchrun():
@@ -199,28 +241,75 @@ def _main(argv: Sequence[str] | None) -> int:
         else:
             names = [m.strip() for m in methods.split(",") if m.strip()]
             run_comparison(cfg, names, overwrite=overwrite)
-    except (ConfigError, RunFolderError) as err:
-        parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
     except (
         DatasetError,
         RunExistsError,
         CheckpointError,
         NonFiniteLossError,
         WriteError,
+        FolderWriteError,  # before RunFolderError, which it is
     ) as err:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
+    except (ConfigError, RunFolderError) as err:
+        parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
     finally:
         shutdown()
     return 0
 
 
+def _rank_0() -> bool:
+    """Whether this is the only process, or rank 0 of a ``torchrun`` job
+    (read from the environment: torch is not imported yet)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+class _SettingsError(RuntimeError):
+    """Avalanche cannot create or read its settings file."""
+
+
+AVALANCHE_SETTINGS = "~/.avalanche/config.json"
+"""The settings file that Avalanche reads, and creates if missing, when it
+is first imported (``avalanche.benchmarks.datasets.dataset_utils``)."""
+
+
+def _import_avalanche() -> None:
+    """Import Avalanche (and torch); raise :class:`_SettingsError`, one line
+    naming HOME and the fix, where its settings file can be neither read
+    nor created (a home folder that is read-only, missing or not a folder)
+    instead of Avalanche's traceback."""
+    settings = Path(os.path.expanduser(AVALANCHE_SETTINGS))
+    home = os.path.expanduser("~")
+    try:
+        import avalanche.benchmarks.datasets.dataset_utils  # noqa: F401
+    except OSError as err:
+        # the file, or a folder on its way that cannot be made
+        if err.filename is None or Path(err.filename) not in (
+            settings,
+            *settings.parents,
+        ):
+            raise
+        raise _SettingsError(
+            f"Avalanche cannot create its settings file {settings} "
+            f"({err.strerror or err}): HOME={home} must be a folder that can "
+            "be written; set HOME to one, or create that file"
+        ) from None
+    except json.JSONDecodeError as err:
+        if not settings.is_file():
+            raise
+        raise _SettingsError(
+            f"Avalanche cannot read its settings file {settings} (not JSON: "
+            f"{err.msg}); delete it (Avalanche writes it again) or repair it"
+        ) from None
+
+
 def _one_line(err: Exception) -> str:
-    """The error's message; for one re-raised from a DataLoader worker
-    (whose message embeds the worker's traceback), its last line."""
+    """The error's message, on one line cut to :data:`LINE_LIMIT`; for one
+    re-raised from a DataLoader worker (whose message embeds the worker's
+    traceback), its last line."""
     text = str(err).strip()
     if "Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())  # one line, whatever the message holds
+    return _cut(" ".join(text.split()))  # one line, whatever the message holds
 
 
 if __name__ == "__main__":

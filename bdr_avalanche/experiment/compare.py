@@ -17,8 +17,15 @@ from typing import Any
 import yaml
 
 from ..baselines import MEMORY_MATCHING
-from .base_cache import BaseCache
-from .config import METHODS, OUR_METHODS, ConfigError, ExperimentConfig
+from ._atomic import remove_stale_temporaries
+from .base_cache import BaseCache, check_cache_folder
+from .config import (
+    METHODS,
+    OUR_METHODS,
+    ConfigError,
+    ExperimentConfig,
+    comparison_name,
+)
 from .factories import resolve_device, validate
 from .interrupt import Interrupted, deferred
 from .report import read_run, write_comparison
@@ -41,7 +48,9 @@ def run_comparison(
     Runs go to ``<output_dir>/<name>/<method>/``. A method whose folder
     already holds a finished run with the same configuration is not run
     again (so an interrupted comparison picks up where it stopped); one
-    with a different configuration raises unless ``overwrite``.
+    with a different configuration raises unless ``overwrite``. The
+    methods share the base-model cache of ``cfg``'s ``output_dir``, which
+    may not be the comparison's folder or inside it.
     """
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
@@ -52,12 +61,11 @@ def run_comparison(
     base = cfg.resolved()
     resolve_device(base.device)
     validate(base)  # before any method runs
-    name = cfg.name or (
-        f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases_seed{base.seed}"
-    )
-    out_dir = Path(cfg.output_dir) / name
+    out_dir = Path(cfg.output_dir) / comparison_name(cfg)
+    check_cache_folder(base, out_dir)
     runs: dict[str, dict[str, Any]] = {}
     with RunFolder.open(out_dir, "compare"):
+        remove_stale_temporaries(out_dir)  # left by a process killed while writing
         for method in methods:
             sub = dataclasses.replace(
                 base,

@@ -16,7 +16,9 @@ the ``HPARAMS`` of :class:`~bdr_avalanche.LUCIR` (see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import stat
 import types
 import typing
 import unicodedata
@@ -39,8 +41,10 @@ __all__ = [
     "METHODS",
     "OUR_METHODS",
     "RUNTIME_KEYS",
+    "MAX_CONFIG_BYTES",
     "ConfigError",
     "ExperimentConfig",
+    "comparison_name",
     "load_config",
 ]
 
@@ -181,8 +185,8 @@ class ExperimentConfig:
     num_workers: int | None = _opt(
         None,
         "DataLoader worker processes (default: min(8, CPU cores per process) "
-        "on CUDA when the DataLoader path is used, 0 otherwise)",
-        runtime=True,
+        "on CUDA when the DataLoader path is used, 0 otherwise); each worker "
+        "draws its own augmentation stream, so this changes results",
         kind="non_negative_int",
     )
     # -- model
@@ -298,14 +302,14 @@ class ExperimentConfig:
             value = getattr(self, key)
             if value is not None and value not in choices:
                 raise ConfigError(
-                    f"{key}={value!r} is not allowed; choose one of "
+                    f"{key}={_quote(value)} is not allowed; choose one of "
                     + ", ".join(choices)
                 )
         for f in fields(self):
             hp, value = f.metadata["hparam"], getattr(self, f.name)
             if not hp.allows(value):
                 raise ConfigError(
-                    f"{f.name}={value!r} is not allowed; it must be {hp.bound}"
+                    f"{f.name}={_quote(value)} is not allowed; it must be {hp.bound}"
                 )
         embedded = [n for n, spec in DATASET_SPECS.items() if spec.builtin]
         if self.dataset not in embedded and self.dataset_root is None:
@@ -355,6 +359,7 @@ RUNTIME_KEYS = frozenset(
 
 
 # ----------------------------------------------------------------------
+@functools.cache
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(ExperimentConfig)
 
@@ -362,7 +367,7 @@ def _field_types() -> dict[str, Any]:
 def _check_type(key: str, value: Any, hint: Any) -> None:
     if not _matches(value, hint):
         raise ConfigError(
-            f"{key}={value!r} has the wrong type; expected {_type_name(hint)}"
+            f"{key}={_quote(value)} has the wrong type; expected {_type_name(hint)}"
         )
 
 
@@ -421,7 +426,7 @@ def _check_name(name: str) -> None:
     else:
         return
     raise ConfigError(
-        f"name={name!r} is not allowed: it must be one folder name; {problem}"
+        f"name={_quote(name)} is not allowed: it must be one folder name; {problem}"
     )
 
 
@@ -468,7 +473,7 @@ def _parse(key: str, text: str, hint: Any) -> Any:
         return _parse_scalar(text, hint)
     except ValueError as err:
         null = ", or null, none or an empty value for the default" if optional else ""
-        raise ConfigError(f"{key}={text!r} {err}{null}") from None
+        raise ConfigError(f"{key}={_quote(text)} {err}{null}") from None
 
 
 def _is_union(hint: Any) -> bool:
@@ -511,13 +516,15 @@ def _parse_list(key: str, text: str, item: Any) -> list[Any]:
             node = yaml.compose(body, Loader=yaml.SafeLoader)
         except yaml.YAMLError as err:
             raise ConfigError(
-                f"{key}={text!r} is not a list: {_yaml_problem(err, lines=False)}; "
-                + form
+                f"{key}={_quote(text)} is not a list: "
+                f"{_yaml_problem(err, lines=False)}; {form}"
             ) from None
         if not isinstance(node, yaml.SequenceNode) or not all(
             isinstance(n, yaml.ScalarNode) for n in node.value
         ):
-            raise ConfigError(f"{key}={text!r} is not a list of single values; {form}")
+            raise ConfigError(
+                f"{key}={_quote(text)} is not a list of single values; {form}"
+            )
         items = [n.value for n in node.value]
     else:
         items = [part.strip() for part in body.split(",")]
@@ -527,7 +534,9 @@ def _parse_list(key: str, text: str, item: Any) -> list[Any]:
         try:
             values.append(_parse_scalar(part, item))
         except ValueError as err:
-            raise ConfigError(f"{key}={text!r}: item {part!r} {err}") from None
+            raise ConfigError(
+                f"{key}={_quote(text)}: item {_quote(part)} {err}"
+            ) from None
     return values
 
 
@@ -537,10 +546,12 @@ def _parse_mapping(key: str, text: str) -> dict[Any, Any]:
         value = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as err:
         raise ConfigError(
-            f"{key}={text!r} is not a mapping: {_yaml_problem(err, lines=False)}"
+            f"{key}={_quote(text)} is not a mapping: " + _yaml_problem(err, lines=False)
         ) from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{key}={text!r} is not a mapping; expected {{key: value}}")
+        raise ConfigError(
+            f"{key}={_quote(text)} is not a mapping; expected {{key: value}}"
+        )
     return value
 
 
@@ -569,6 +580,26 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+QUOTE_LIMIT = 60
+"""Characters of a value that an error message quotes (a value, a key, a
+file's text can be megabytes long; an error line may not)."""
+LISTED_KEYS = 10
+"""Unknown keys that an error message names (then: "and N more")."""
+
+
+def _cut(text: str) -> str:
+    """``text`` for a message: as it is up to :data:`QUOTE_LIMIT`
+    characters, else its start, "…" and its length."""
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return f"{text[:QUOTE_LIMIT]}… ({len(text):,} characters)"
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)`` for a message, cut by :func:`_cut`."""
+    return _cut(repr(value))
+
+
 def _show(path: Path | str) -> str:
     """A path for a message: as it is, or quoted when it holds characters
     (a line break) that would not print on one line."""
@@ -590,9 +621,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"config {_show(path)} inherits from itself")
     try:
-        if path.is_dir():
-            raise IsADirectoryError
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path, what)
     except FileNotFoundError:
         raise ConfigError(f"{what} does not exist") from None
     except IsADirectoryError:
@@ -603,6 +632,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(
             f"{what} is not a YAML text file: byte {err.start + 1} is not UTF-8"
         ) from None
+    except ConfigError:
+        raise
     except (OSError, ValueError) as err:
         raise ConfigError(f"{what} cannot be read: {_os_problem(err)}") from None
     try:
@@ -618,8 +649,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
         raise ConfigError(
-            f"{what}: inherit={parents!r} is not allowed; it must be a file name "
-            "or a list of file names"
+            f"{what}: inherit={_quote(parents)} is not allowed; it must be a file "
+            "name or a list of file names"
         )
     merged: dict[str, Any] = {}
     for parent in parents:
@@ -633,6 +664,33 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return merged
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file that is read (1 MiB; a config is a few lines)."""
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The text of the config file ``path`` (``what`` names it): only a
+    regular file, of at most :data:`MAX_CONFIG_BYTES`, is read, so that
+    ``-c /dev/zero`` or a pipe is refused instead of read without end."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError
+    if not stat.S_ISREG(mode):
+        raise ConfigError(
+            f"{what} is not a regular file (a device, a pipe or a socket); "
+            "give a YAML file"
+        )
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+        size = max(os.fstat(file.fileno()).st_size, len(data))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{what} is larger than 1 MiB ({size:,} bytes); a config file is a "
+            "few lines of YAML"
+        )
+    return data.decode("utf-8")
+
+
 def _os_problem(err: BaseException) -> str:
     """An ``OSError``'s reason (without the path it repeats), in one line."""
     reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
@@ -641,11 +699,25 @@ def _os_problem(err: BaseException) -> str:
 
 def _unknown(values: Mapping[Any, Any]) -> str:
     """The keys of ``values`` that are not config keys, for a message
-    (``""``: none)."""
+    (``""``: none): the first :data:`LISTED_KEYS` in order, each cut by
+    :func:`_cut`, and how many more."""
     keys = {f.name for f in fields(ExperimentConfig)}
-    unknown = [k if isinstance(k, str) and k.isprintable() else repr(k)
-               for k in values if k not in keys]  # fmt: skip
-    return ", ".join(sorted(unknown))
+    unknown = sorted(k if isinstance(k, str) and k.isprintable() else repr(k)
+                     for k in values if k not in keys)  # fmt: skip
+    listed = ", ".join(_cut(k) for k in unknown[:LISTED_KEYS])
+    more = len(unknown) - LISTED_KEYS
+    return f"{listed} and {more:,} more" if more > 0 else listed
+
+
+def comparison_name(cfg: ExperimentConfig) -> str:
+    """The folder name of a comparison of ``cfg``: its ``name``, else one
+    built from its stream and seed."""
+    if cfg.name is not None:
+        return cfg.name
+    base = cfg.resolved()
+    return (
+        f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases_seed{base.seed}"
+    )
 
 
 def load_config(

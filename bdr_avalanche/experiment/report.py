@@ -7,7 +7,10 @@ new class, time) and ``accuracy_matrix.png``. A comparison gets
 ``comparison.md``, ``comparison.csv``, ``accuracy_curves.png`` (accuracy
 versus number of classes, one line per method) and
 ``accuracy_matrices.png`` (one heatmap per method). Accuracies are stored
-as fractions in JSON and printed as percentages in tables.
+as fractions in JSON and printed as percentages in tables. Times are those
+each run spent: a first experience reused from the base-model cache counts
+the time to read it, and ``comparison.md`` says which runs reused one and
+how long its training had taken the run that stored it.
 
 The figures of :mod:`bdr_avalanche.metrics`' diagnostics
 (:func:`write_diagnostics`): ``memory_gradient_share.png`` (the memory
@@ -283,6 +286,17 @@ def write_comparison(
             _fmt_table(summary[k], percent=k != "wall_time_s") for k in SUMMARY_COLUMNS
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", _TIME_NOTE]
+    reused = {
+        method: summary["base_model"]
+        for method, summary in runs.items()
+        if (summary.get("base_model") or {}).get("reused")
+    }
+    lines += [
+        f"- **{method}**: first experience reused from the base-model cache "
+        f"{record['cache']}{_stored_time(record)}"
+        for method, record in reused.items()
+    ]
     if notes:
         lines += ["", "Memory of each method:", ""]
         lines += [f"- **{m}**: {text}" for m, text in notes.items() if m in runs]
@@ -299,6 +313,21 @@ def write_comparison(
         plot_memory_gradient_share(with_share, share, title)
         files.append(share)
     return files
+
+
+_TIME_NOTE = (
+    "time (s): the time each run spent training and evaluating; a first "
+    "experience reused from the base-model cache counts only the time to read it."
+)
+
+
+def _stored_time(record: Mapping[str, Any]) -> str:
+    """How long the reused first experience took the run that stored it
+    (results written before that time was recorded apart have none)."""
+    stored = record.get("stored_time_s")
+    if stored is None:
+        return ""
+    return f" (its training took {stored:.0f} s in the run that stored it)"
 
 
 def _fmt_table(value: Any, percent: bool) -> str:

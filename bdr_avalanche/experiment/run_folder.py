@@ -12,7 +12,13 @@ Two rules keep a run from losing anybody's data:
   asks for the same folder fails at once with :class:`FolderInUseError`
   and changes nothing. The operating system releases the lock when the
   process ends, however it ends, so a run killed with SIGKILL does not
-  block the next one.
+  block the next one. :func:`check_not_in_use` asks the same question
+  without taking the lock, so that the command line can refuse a folder
+  in use before the seconds of importing torch and Avalanche.
+
+A folder that the file system refuses to create or write (a full disk, a
+read-only file system, no permission) raises :class:`FolderWriteError`:
+the machine failed, not the input.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ._atomic import WriteError, write_text
@@ -31,9 +38,11 @@ __all__ = [
     "LOCK",
     "MARKER",
     "FolderInUseError",
+    "FolderWriteError",
     "RunExistsError",
     "RunFolder",
     "RunFolderError",
+    "check_not_in_use",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,11 @@ class RunExistsError(RuntimeError):
 
 class FolderInUseError(RunFolderError):
     """Another process holds the folder's lock."""
+
+
+class FolderWriteError(RunFolderError):
+    """The file system refused to create, read or write the folder (full
+    disk, read-only file system, permissions); nothing was changed."""
 
 
 def folder_kind(path: Path) -> str | None:
@@ -98,9 +112,10 @@ class RunFolder:
         """Create or claim ``path`` and lock it.
 
         :raises FolderInUseError: another process holds the lock.
-        :raises RunFolderError: ``path`` or its parent is not a folder, the
-            folder holds files but no marker of ``kind``, or it cannot be
-            created or written.
+        :raises FolderWriteError: the folder (or its parents) cannot be
+            created, read or written.
+        :raises RunFolderError: ``path`` or its parent is not a folder, or
+            the folder holds files but no marker of ``kind``.
         """
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
@@ -112,7 +127,8 @@ class RunFolder:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise RunFolderError(
+            _remove_empty(missing)
+            raise FolderWriteError(
                 f"cannot create output_dir {parent}: {_reason(err)}"
             ) from None
         created = False
@@ -125,7 +141,8 @@ class RunFolder:
                     f"{path} is a file, not a results folder"
                 ) from None
         except OSError as err:
-            raise RunFolderError(f"cannot create {path}: {_reason(err)}") from None
+            _remove_empty(missing)
+            raise FolderWriteError(f"cannot create {path}: {_reason(err)}") from None
         if not created:
             _check_ours(path, kind)
         fd = None
@@ -144,7 +161,7 @@ class RunFolder:
                 _remove_empty(missing)
             else:  # leave the empty folder as it was
                 (path / LOCK).unlink(missing_ok=True)
-            raise RunFolderError(f"cannot write to {path}: {_reason(err)}") from None
+            raise FolderWriteError(f"cannot write to {path}: {_reason(err)}") from None
         folder = cls(path, kind, created, claimed, fd)
         folder._made_parents = missing
         return folder
@@ -205,7 +222,7 @@ def _check_ours(path: Path, kind: str) -> None:
     try:
         empty = not any(path.iterdir())
     except OSError as err:
-        raise RunFolderError(f"cannot read {path}: {_reason(err)}") from None
+        raise FolderWriteError(f"cannot read {path}: {_reason(err)}") from None
     if not empty:
         raise RunFolderError(
             f"{path} exists and is not a bdr-avalanche results folder (it has no "
@@ -222,8 +239,46 @@ def _remove_empty(folders: list[Path]) -> None:
     for folder in folders:
         try:
             folder.rmdir()
+        except FileNotFoundError:
+            continue  # the one whose creation failed
         except OSError:
             return
+
+
+def check_not_in_use(path: str | os.PathLike) -> None:
+    """Raise :class:`FolderInUseError` if another process holds the lock of
+    the results folder ``path``; create, write or take nothing.
+
+    A check, not a claim: :meth:`RunFolder.open` takes the lock later (and
+    refuses then if another process took it meanwhile). Its purpose is to
+    refuse a folder in use at once, before the command's heavy imports.
+    A folder without a lock file, or one that cannot be opened, passes:
+    :meth:`RunFolder.open` says what is wrong with it.
+    """
+    lock = Path(path) / LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            _try_lock(fd, Path(path))
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _try_lock(fd: int, path: Path) -> None:
+    """Take the exclusive lock on ``fd``, the lock file of ``path``; raise
+    :class:`FolderInUseError`, naming the holder, if another has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise FolderInUseError(
+            f"{path} is in use by another run"
+            + (f" (process {owner})" if owner.isdigit() else "")
+            + "; wait for it to end, or choose another name or output_dir"
+        ) from None
 
 
 def _lock(path: Path) -> int:
@@ -232,15 +287,7 @@ def _lock(path: Path) -> int:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise FolderInUseError(
-                f"{path} is in use by another run"
-                + (f" (process {owner})" if owner.isdigit() else "")
-                + "; wait for it to end, or choose another name or output_dir"
-            ) from None
+            _try_lock(fd, path)
         except BaseException:
             os.close(fd)
             raise

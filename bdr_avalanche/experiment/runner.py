@@ -16,6 +16,14 @@ one results folder (see :mod:`.run_folder` for which folders it may use):
 - ``models/exp_XX.pt``: the model's ``state_dict`` after each experience;
 - ``checkpoint.pt`` while the run is unfinished (see :mod:`.checkpoint`);
 - the loggers' output (``log.txt``, ``csv/``, ``tensorboard/``, ``wandb/``).
+
+Our methods share their first experience through the base-model cache
+(:mod:`.base_cache`); ``results.json``'s ``base_model`` says whether the run
+reused an entry (``reused``, and the training time stored with it,
+``stored_time_s``) and which entry it read or wrote (``cache``: only a
+file that was really read or written, else ``None``). Its
+``experience_time_s`` is always the time this run spent: for a reused
+first experience, the time it took to read the entry.
 """
 
 from __future__ import annotations
@@ -36,8 +44,8 @@ from .. import __version__, distributed
 from ..metrics import DiagnosticMetrics
 from ..protocol import IncrementalResults, make_evaluator, train_and_evaluate
 from ..strategy import LUCIR
-from ._atomic import atomic_write, write_text
-from .base_cache import BaseCache, base_settings
+from ._atomic import atomic_write, remove_stale_temporaries, write_text
+from .base_cache import BaseCache, base_settings, check_cache_folder
 from .checkpoint import (
     CHECKPOINT_FILE,
     previous_checkpoint,
@@ -49,9 +57,7 @@ from .checkpoint import (
 )
 from .config import OUR_METHODS, ExperimentConfig
 from .factories import (
-    amp_dtype,
     build_backbone,
-    build_batch_augment,
     build_benchmark,
     build_strategy,
     num_workers,
@@ -108,13 +114,18 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     leaves no folder (an empty folder it was given stays, empty). Every
     results file is written atomically. Avalanche's baselines are not
     checkpointed: an interrupted one starts again from its first
-    experience.
+    experience. A run whose folder would hold the base-model cache is
+    refused (:func:`~.base_cache.check_cache_folder`).
     """
     cfg = cfg.resolved()
     device = process_device(cfg)
     validate(cfg)
+    check_cache_folder(cfg)
     run_dir = Path(cfg.output_dir) / cfg.name
     folder = RunFolder.open(run_dir, "run") if distributed.is_main_process() else None
+    if folder is not None:  # left by a process killed while writing
+        for path in (run_dir, run_dir / "models"):
+            remove_stale_temporaries(path)
     # the experience in progress; resumable from the run's checkpoint, the cache
     progress = {"experience": 0, "saved": 0, "base": 0}
     checkpoint, fresh = None, False
@@ -133,7 +144,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             fresh = True
             _start_afresh(folder, cfg)
         if checkpoint is None and base is not None:
-            checkpoint = base.load(len(benchmark.train_stream))
+            checkpoint = _reuse(base, len(benchmark.train_stream))
             if checkpoint is not None:  # resume after the first experience
                 progress["experience"] = progress["base"] = 1
                 log.info(
@@ -252,6 +263,8 @@ class _Session:
         self.times: list[float] = []
         self.progress: dict[str, int] = {}
         self.base: BaseCache | None = None
+        self.base_record: dict[str, Any] = {"reused": False, "cache": None}
+        """``results.json``'s ``base_model`` (see the module)."""
         self.clock = time.perf_counter()
         log.info(
             "%s: %s on %s (%d experiences, classes %s), %s, results in %s",
@@ -277,6 +290,7 @@ class _Session:
             [relabel(experience) for experience in self.stream[:done]],
         )
         self.times = list(checkpoint["times"])
+        self.base_record = dict(checkpoint.get("base_model", self.base_record))
         if self.progress["base"]:  # the stored first experience is this run's
             with deferred():
                 self._save_model(0)
@@ -316,10 +330,12 @@ class _Session:
         )
         if state is None:  # not rank 0
             return
+        if t == 0 and self.base is not None and not self.progress["base"]:
+            if self.base.store(state):
+                self.base_record = {"reused": False, "cache": str(self.base.path)}
+        state["base_model"] = dict(self.base_record)  # for a resumed run's report
         if save_checkpoint(self.run_dir / CHECKPOINT_FILE, state):
             self.progress["saved"] = t + 1
-        if t == 0 and self.base is not None and not self.progress["base"]:
-            self.base.store(state)
 
     def finish(self, results: IncrementalResults) -> dict[str, Any]:
         """The results record; rank 0 writes the results files (the
@@ -332,7 +348,7 @@ class _Session:
             "device": str(self.device),
             "versions": _versions(),
             **run_summary(results, self.classes_seen, self.times),
-            "base_model": _base_record(self.base, self.progress),
+            "base_model": dict(self.base_record),
             **self.diagnostics.summary(),
         }
         if not self.main:
@@ -362,23 +378,24 @@ def _base_cache(
         return None
     if len(benchmark.train_stream) < 2:
         return None
-    first = benchmark.train_stream[0]
-    settings = base_settings(
-        cfg,
-        [int(c) for c in first.classes_in_this_experience],
-        len(first.dataset),
-        device,
-        fast_input=build_batch_augment(cfg, device) is not None,
-        amp=amp_dtype(cfg, device),
-    )
-    return BaseCache(BaseCache.folder(cfg), settings)
+    return BaseCache(BaseCache.folder(cfg), base_settings(cfg, benchmark, device))
 
 
-def _base_record(base: BaseCache | None, progress: dict[str, int]) -> dict[str, Any]:
-    """What ``results.json`` says of the first experience's model."""
-    if base is None:
-        return {"reused": False, "cache": None}
-    return {"reused": bool(progress["base"]), "cache": str(base.path)}
+def _reuse(base: BaseCache, num_experiences: int) -> dict[str, Any] | None:
+    """The checkpoint to resume from after the stored first experience of
+    ``base``, if there is one: its time is the time this run took to read
+    it, the training time stored with it goes to ``base_model``."""
+    start = time.perf_counter()
+    state = base.load(num_experiences)
+    if state is None:
+        return None
+    state["base_model"] = {
+        "reused": True,
+        "cache": str(base.path),
+        "stored_time_s": float(state["times"][0]),
+    }
+    state["times"] = [time.perf_counter() - start]
+    return state
 
 
 def _versions() -> dict[str, str]:

@@ -7,7 +7,8 @@ Avalanche's strategies provide in different ways:
   :class:`~bdr_avalanche.ConcatReplayPlugin`, iCaRL; GDumb trains on its
   memory alone), so that the training loader already holds it, or batched
   separately (``ReplayPlugin`` and ``BiCPlugin`` draw a memory batch per
-  step from their storage policy, DER and ER-ACE from their buffer);
+  step from their storage policy, DER and ER-ACE from their buffer), and
+  so how often each class enters the loss in an epoch;
 - **which forward passes a step makes**: one over ``strategy.mb_x`` for
   all but ER-ACE, which runs the model a second time on its buffer batch
   (``mb_buffer_x``) and computes its loss from both outputs;
@@ -56,6 +57,8 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
 from .._utils import FeatureRecorder
+from ..distributed import sum_over_ranks
+from ._stream import dataset_labels, drawn_label_counts, epoch_label_counts
 from .replay import ConcatReplayPlugin
 
 if TYPE_CHECKING:
@@ -250,10 +253,21 @@ class StrategyAdapter:
     # -- where the memory is ------------------------------------------------
 
     def separate_memories(self, strategy: SupervisedTemplate) -> list[AvalancheDataset]:
-        """The memories the strategy replays in batches of their own in the
-        current experience (empty: the training loader holds everything the
-        strategy trains on)."""
+        """The memory samples the strategy replays in batches of their own in
+        the current experience, each once, without those that are also in
+        the experience's data (empty: the training loader holds everything
+        the strategy trains on)."""
         return []
+
+    def loss_label_counts(
+        self, strategy: SupervisedTemplate, num_classes: int
+    ) -> Tensor | None:
+        """Expected ``(num_classes,)`` float64 counts of the labels that enter
+        the classification loss in one epoch of the current experience,
+        summed over the processes; ``None`` when the training loader holds
+        everything the loss sees, once an epoch (then one pass over it
+        counts them)."""
+        return None
 
     # -- which forward passes a step makes -----------------------------------
 
@@ -338,6 +352,25 @@ class _ReplayPluginAdapter(StrategyAdapter):
             if isinstance(p, self.kinds) and len(p.storage_policy.buffer) > 0
         ]
 
+    def loss_label_counts(
+        self, strategy: SupervisedTemplate, num_classes: int
+    ) -> Tensor | None:
+        """From the structure of the plugin's ``ReplayDataLoader``: the new
+        data once an epoch, and as many memory batches as data batches,
+        each pass over the memory a new permutation."""
+        memories = self.separate_memories(strategy)
+        if not memories:
+            return None
+        counts, datasets = epoch_label_counts(strategy.dataloader, num_classes)
+        if datasets < 1 + len(memories):
+            raise ValueError(
+                "BDRPlugin: the training loader, a "
+                f"{type(strategy.dataloader).__name__}, does not draw from the "
+                "memory of the ReplayPlugin (a plugin replaced its loader?), so "
+                "the classes its loss sees are unknown"
+            )
+        return sum_over_ranks(counts)
+
 
 class _BufferStrategyAdapter(StrategyAdapter):
     """DER and ER-ACE: a memory batch from ``strategy.storage_policy`` at
@@ -348,10 +381,44 @@ class _BufferStrategyAdapter(StrategyAdapter):
             return []
         return [strategy.storage_policy.buffer]
 
+    def loss_label_counts(
+        self, strategy: SupervisedTemplate, num_classes: int
+    ) -> Tensor | None:
+        """The data loader's epoch, plus one buffer batch of
+        ``batch_size_mem`` per step, drawn by a shuffling, ``drop_last``
+        loader that cycles over the whole buffer (the copies of the current
+        data that ER-ACE's buffer holds included: they enter the loss)."""
+        if getattr(strategy, "replay_loader", None) is None:
+            return None
+        counts, _ = epoch_label_counts(strategy.dataloader, num_classes)
+        counts += drawn_label_counts(
+            dataset_labels(strategy.storage_policy.buffer),
+            len(strategy.dataloader),
+            strategy.batch_size_mem,
+            num_classes,
+        )
+        return sum_over_ranks(counts)
+
 
 class _ERACEAdapter(_BufferStrategyAdapter):
     """ER-ACE runs the model on the data batch, then on the buffer batch,
-    and its loss with replay is ``ace_criterion(out, y, out_buf, y_buf)``."""
+    and its loss with replay is ``ace_criterion(out, y, out_buf, y_buf)``.
+    Its buffer is updated with the experience's data before training, so
+    it holds copies of new samples."""
+
+    def separate_memories(self, strategy: SupervisedTemplate) -> list[AvalancheDataset]:
+        """The buffer's samples of the classes absent from the experience's
+        data: in a class-incremental stream those of the current classes
+        are copies of samples the data already holds. (Where classes recur,
+        a current class's older buffer samples are left out too; its new
+        samples stand for it.)"""
+        buffers = super().separate_memories(strategy)
+        if not buffers:
+            return []
+        current = set(strategy.adapted_dataset.targets.uniques)
+        labels = dataset_labels(buffers[0]).tolist()
+        keep = [i for i, label in enumerate(labels) if label not in current]
+        return [buffers[0].subset(keep)] if keep else []
 
     def step(self, strategy: SupervisedTemplate, recorder: StepRecorder) -> StepSamples:
         if getattr(strategy, "replay_loader", None) is None:

@@ -23,7 +23,8 @@ from ..functional import (
 from ..hparam_tables import BDR_HPARAMS
 from ..hparams import HParam, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
-from .compat import check_model, check_strategy
+from ._stream import PhaseTracker
+from .compat import check_model, check_softmax_ce, check_strategy
 
 if TYPE_CHECKING:
     from avalanche.benchmarks.utils import AvalancheDataset
@@ -43,19 +44,34 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     With replay, new classes have many more training samples than old ones
     and dominate the gradient (the old classes' knowledge is "destroyed"
     faster than it is "reconstructed"). :math:`\pi` mixes each class's share
-    of the training data :math:`\psi` with its normalised inverse feature
-    scatter :math:`\omega` (see :func:`~bdr_avalanche.functional.bdr_log_prior`),
-    which raises the loss of frequent classes and lowers that of rare ones.
+    :math:`\psi` of the labels the loss trains on with its normalised
+    inverse feature scatter :math:`\omega` (see
+    :func:`~bdr_avalanche.functional.bdr_log_prior`), which raises the loss
+    of frequent classes and lowers that of rare ones.
 
-    - At the start of an experience ``t > 0``: :math:`\psi`, class centres
-      and scatters are measured over the samples the strategy trains on in
-      that experience (the new data plus its memory, each sample once), with
-      the training augmentation and the model in eval mode, as the paper's
-      code does; :math:`\pi = \pi(m_1)`.
+    - At the start of an experience ``t > 0`` (its first epoch, once every
+      plugin has set up the experience's loader): class centres and
+      scatters are measured over the distinct samples the strategy trains
+      on in that experience (the new data plus its memory), with the
+      training augmentation and the model in eval mode, as the paper's code
+      does; :attr:`phase_counts` :math:`n_k` is the expected number of
+      class-``k`` labels that enter the loss in an epoch;
+      :math:`\psi = n / \sum_j n_j` and :math:`\pi = \pi(m_1)`. With a
+      memory concatenated to the data, :math:`n_k` is the class's count in
+      the data, as in the paper; with a memory batched separately
+      (``ReplayPlugin``, DER, ER-ACE) a memory sample enters the loss as
+      often as the loader draws it, which is what :math:`n_k` counts.
     - At every step: the running centres and scatters are blended with the
-      batch's detached features
-      (:func:`~bdr_avalanche.functional.update_class_statistics`) and
+      batch's detached features, each class's with the weight
+      :math:`n_k` for its running value
+      (:func:`~bdr_avalanche.functional.update_class_statistics`), and
       :math:`\pi \leftarrow \mu\,\pi + (1 - \mu)\,\pi(m_2)`.
+
+    In an online stream (``split_online_stream``) the experiences are those
+    of the original stream: the prior acts during every mini-experience cut
+    from the second experience on, measured at the start of each. Without
+    ``access_task_boundaries=True`` a mini-experience does not tell its
+    origin, and is refused with ``ValueError`` before its first step.
 
     In distributed training both statistics are those of all processes'
     data (the phase's features and each step's batch are gathered), so the
@@ -78,7 +94,15 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     training step. Logit units of classes without training data (a
     fixed-size head) get the prior of an empty class, ``log(1e-12)``.
 
+    The prior is a logit adjustment for a softmax cross-entropy: the
+    strategy's criterion must be ``nn.CrossEntropyLoss`` (label smoothing
+    is fine; class weights are refused, since they change the label
+    distribution the prior corrects) or ``F.cross_entropy``.
+
     :param feature_layer: submodule whose output is the feature vector.
+    :param assume_softmax_ce: add the prior to the logits of any criterion,
+        for a loss that is a softmax cross-entropy under another name (the
+        user's word for it: the plugin cannot check it).
     """
 
     HPARAMS: ClassVar[Mapping[str, HParam]] = BDR_HPARAMS
@@ -91,6 +115,7 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         momentum: float = HPARAMS["momentum"].default,
         tau: float = HPARAMS["tau"].default,
         feature_layer: str = "backbone",
+        assume_softmax_ce: bool = False,
     ) -> None:
         super().__init__()
         hp = self.HPARAMS
@@ -98,20 +123,29 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self.m2 = hp["m2"].check("m2", m2)
         self.momentum = hp["momentum"].check("momentum", momentum)
         self.tau = hp["tau"].check("tau", tau)
+        self.assume_softmax_ce = bool(assume_softmax_ce)
+        """Skip the check that the criterion is a softmax cross-entropy."""
         self.prior: Tensor | None = None
         """``(K,)`` current prior; ``None`` (zero) in the first experience."""
         self.phase_counts: Tensor | None = None
+        """``(K,)`` expected labels of each class in the loss, per epoch."""
         self.centres: Tensor | None = None
         self.scatters: Tensor | None = None
         self._features = StepRecorder(feature_layer)
         self._adapter = StrategyAdapter()
         self._strategy: SupervisedTemplate | None = None
+        self._phases = PhaseTracker(
+            "BDRPlugin", "adds its prior from the second experience"
+        )
+        self._phase_start_due = False
 
     def before_training(self, strategy: SupervisedTemplate, **kwargs):
-        """Refuse a strategy or model BDR cannot work with, before any
-        training step."""
+        """Refuse a strategy, criterion or model BDR cannot work with,
+        before any training step."""
         self._adapter.remove_offset(strategy)  # left by an interrupted run
         self._adapter = check_strategy("BDRPlugin", strategy)
+        if not self.assume_softmax_ce:
+            check_softmax_ce("BDRPlugin", strategy)
         check_model("BDRPlugin", strategy.model, self._features.layer_name)
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
@@ -120,9 +154,19 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self._strategy = strategy
         self._adapter.install_offset(strategy, self._offset)
         self.prior = None
-        if strategy.clock.train_exp_counter == 0:
+        self._phase_start_due = self._phases.update(strategy) > 0
+
+    def before_training_epoch(self, strategy: SupervisedTemplate, **kwargs):
+        """At the experience's first epoch, after every plugin's
+        ``before_training_exp`` (``ReplayPlugin`` swaps in its loader
+        there, before or after this plugin's): the phase's statistics and
+        first prior."""
+        if not self._phase_start_due:
             return
-        self.phase_counts, self.centres, self.scatters = self._measure_phase(strategy)
+        self._phase_start_due = False
+        measured, self.centres, self.scatters = self._measure_phase(strategy)
+        seen = self._adapter.loss_label_counts(strategy, measured.shape[0])
+        self.phase_counts = measured if seen is None else _checked(seen, measured)
         self.prior = bdr_log_prior(self.phase_counts, self.scatters, self.m1, self.tau)
         self._features.attach(strategy.model)
 
@@ -203,6 +247,7 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self._adapter.before_backward(strategy)
 
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
+        self._phase_start_due = False
         self._features.detach()
         self._adapter.remove_offset(strategy)
         self._strategy = None
@@ -240,6 +285,20 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         if self.prior is None or strategy is None or not strategy.is_training:
             return None
         return self.logit_adjustment(num_logits)
+
+
+def _checked(seen: Tensor, measured: Tensor) -> Tensor:
+    """The counts of the labels the loss sees, as float32 on the device of
+    the measured counts, once checked against them: a class in the loss
+    was measured (its centre and scatter exist)."""
+    seen = seen.to(measured.device, torch.float32)
+    if bool(((seen > 0) & (measured == 0)).any()):
+        missing = torch.nonzero((seen > 0) & (measured == 0)).flatten().tolist()
+        raise RuntimeError(
+            f"BDRPlugin: classes {missing} enter the loss but were not among the "
+            "samples measured at the start of the experience"
+        )
+    return seen
 
 
 class _Passes:

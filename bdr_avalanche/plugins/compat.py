@@ -7,11 +7,12 @@ strategy against it before the first training step
 
 BDR is defined for memory-replay training, where the memory and the new
 data share the classification loss: its prior is the log share of each
-class among the samples that loss trains on (new data plus memory, each
-sample counted once per experience, as the paper's ``psi``). It applies
-where a memory enters a softmax cross-entropy, and is refused where the
-loss sees the new classes alone (no memory, or a memory that only shapes
-the gradient or matches logits) or is not a softmax cross-entropy.
+class among the labels that loss trains on (the paper's ``psi``: new data
+plus memory, a memory sample counted as often as the loss sees it in an
+epoch). It applies where a memory enters a softmax cross-entropy, and is
+refused where the loss sees the new classes alone (no memory, or a memory
+that only shapes the gradient or matches logits) or is not a softmax
+cross-entropy (:func:`check_softmax_ce`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from avalanche.models import MultiTaskModule
+from avalanche.training.regularization import ACECriterion
+from avalanche.training.supervised import ER_ACE
 from torch import nn
+from torch.nn import functional as F
 
 from .._utils import get_submodule
-from ._adapters import Family, StrategyAdapter, adapter_for
+from ._adapters import Family, StrategyAdapter, adapter_for, identify
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -35,6 +39,7 @@ __all__ = [
     "IncompatibleStrategyError",
     "Support",
     "check_model",
+    "check_softmax_ce",
     "check_strategy",
     "markdown_table",
 ]
@@ -66,8 +71,9 @@ _BDR_LOADER = Support(
 _BDR_REPLAY = Support(
     True,
     "statistics over the new data plus the storage policy's buffer (found "
-    "from the ReplayPlugin), prior in the criterion, which sees the data and "
-    "memory batches together",
+    "from the ReplayPlugin); psi counts a memory sample as often as the "
+    "ReplayDataLoader draws it in an epoch; prior in the criterion, which "
+    "sees the data and memory batches together",
 )
 _LUCIR_SHARED = Support(
     True,
@@ -146,10 +152,11 @@ COMPATIBILITY: Mapping[Family, Mapping[str, Support]] = {
     Family.ER_ACE: {
         "BDRPlugin": Support(
             True,
-            "statistics over the new data plus the buffer (which already holds "
-            "the current classes); the features of each of ER-ACE's two "
-            "forward passes go with their own labels; prior added to the "
-            "logits of both cross-entropies (data and buffer)",
+            "statistics over the new data plus the buffer's old classes (its "
+            "current-class samples are copies of the new data); psi counts the "
+            "labels of both batches of every step; the features of each of "
+            "ER-ACE's two forward passes go with their own labels; prior added "
+            "to the logits of both cross-entropies (data and buffer)",
         ),
         "CwDPlugin": _CWD_REPLAY_LATER,
         "LUCIRPlugin": Support(
@@ -161,9 +168,9 @@ COMPATIBILITY: Mapping[Family, Mapping[str, Support]] = {
     Family.DER_PP: {
         "BDRPlugin": Support(
             True,
-            "statistics over the new data plus the buffer; prior added to the "
-            "logits of both cross-entropies (the logit-matching MSE is "
-            "unchanged)",
+            "statistics over the new data plus the buffer; psi counts the buffer "
+            "batch of every step; prior added to the logits of both "
+            "cross-entropies (the logit-matching MSE is unchanged)",
         ),
         "CwDPlugin": _CWD_REPLAY_LATER,
         "LUCIRPlugin": Support(
@@ -266,6 +273,61 @@ def check_strategy(plugin: str, strategy: SupervisedTemplate) -> StrategyAdapter
             f"({family.value}): {support.note}"
         )
     return adapter
+
+
+def _criterion_problem(criterion: object) -> str | None:
+    """Why ``criterion`` is not a plain softmax cross-entropy, or ``None``."""
+    if criterion is F.cross_entropy:
+        return None
+    if type(criterion) is nn.CrossEntropyLoss:
+        if criterion.weight is None:
+            return None
+        return (
+            "criterion is nn.CrossEntropyLoss with class weights (weight=...), "
+            "which change the label distribution the prior corrects"
+        )
+    return f"criterion is {_name(criterion)}, not a softmax cross-entropy"
+
+
+def _name(loss: object) -> str:
+    """A function's name, else the class name of a loss object."""
+    if isinstance(loss, nn.Module) or not hasattr(loss, "__qualname__"):
+        return type(loss).__qualname__
+    return loss.__qualname__
+
+
+def check_softmax_ce(plugin: str, strategy: SupervisedTemplate) -> None:
+    r"""Refuse a strategy whose classification loss is not a softmax
+    cross-entropy, the loss BDR's prior is a logit adjustment for.
+
+    Accepted: ``strategy._criterion`` an ``nn.CrossEntropyLoss`` without
+    class weights (label smoothing, ``ignore_index`` and any reduction are
+    fine) or ``F.cross_entropy``; and, for ER-ACE, its own
+    ``ACECriterion`` (DER computes its cross-entropies itself). Class
+    weights are refused: with weights :math:`w` the loss trains on the
+    label distribution :math:`w_k n_k / \sum_j w_j n_j`, which the prior
+    does not see, and weighting and the prior both correct the same
+    imbalance.
+
+    :raises IncompatibleStrategyError: naming the criterion and the
+        plugin's opt-in, ``assume_softmax_ce=True``.
+    """
+    problem = _criterion_problem(strategy._criterion)
+    if problem is None and isinstance(strategy, ER_ACE):
+        if type(strategy.ace_criterion) is not ACECriterion:
+            name = _name(strategy.ace_criterion)
+            problem = f"ace_criterion is {name}, not Avalanche's ACECriterion"
+    if problem is None:
+        return
+    opt_in = f"{plugin}(..., assume_softmax_ce=True)"
+    if identify(strategy) is Family.LUCIR:
+        opt_in = "strategy.bdr.assume_softmax_ce = True before training"
+    raise IncompatibleStrategyError(
+        f"{plugin} adds a log-prior to the logits of a softmax cross-entropy, "
+        f"and {type(strategy).__name__}'s {problem}: use nn.CrossEntropyLoss() "
+        "(label smoothing is fine), or, if the loss is a softmax cross-entropy "
+        f"under another name, {opt_in}"
+    )
 
 
 def check_model(plugin: str, model: nn.Module, feature_layer: str) -> nn.Module:

@@ -13,6 +13,7 @@ from ..functional import class_wise_decorrelation_loss
 from ..hparam_tables import CWD_HPARAMS
 from ..hparams import HParam, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
+from ._stream import PhaseTracker
 from .compat import check_model, check_strategy
 
 if TYPE_CHECKING:
@@ -40,6 +41,12 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     (:mod:`~bdr_avalanche.plugins.compat`). A missing ``feature_layer`` is
     a ``ValueError`` before the first training step.
 
+    In an online stream (``split_online_stream``) the first experience is
+    that of the original stream: the term is added during every
+    mini-experience cut from it. Without ``access_task_boundaries=True`` a
+    mini-experience does not tell its origin, and is refused with
+    ``ValueError`` before its first step.
+
     :param feature_layer: submodule whose output is the feature vector.
     """
 
@@ -63,6 +70,9 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
         self._features = StepRecorder(feature_layer)
         self._adapter = StrategyAdapter()
         self._active = False
+        self._phases = PhaseTracker(
+            "CwDPlugin", "adds its term during the first experience"
+        )
 
     @property
     def active(self) -> bool:
@@ -77,7 +87,7 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         if self._adapter.family is None:  # not started by strategy.train
             self.before_training(strategy)
-        self._active = strategy.clock.train_exp_counter == 0
+        self._active = self._phases.update(strategy) == 0
         if self._active:
             self._features.attach(strategy.model)
 
