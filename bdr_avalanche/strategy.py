@@ -29,6 +29,7 @@ from . import distributed
 from .hparam_tables import LUCIR_HPARAMS, STRATEGY_PLUGINS
 from .hparams import HParam, document_hparams
 from .models import CosineIncrementalNet, remove_last_relu
+from .models.cosine import experience_classes
 from .plugins import (
     BDRPlugin,
     ConcatReplayPlugin,
@@ -52,10 +53,6 @@ def _plugin_args(plugin: type, given: Mapping[str, Any]) -> dict[str, Any]:
     return {own: given[ours] for ours, own in names.items()}
 
 
-def _class_ids(experience) -> list[int]:
-    return sorted(int(c) for c in experience.classes_in_this_experience)
-
-
 class RelabelledExperience:
     """An experience whose class ids are those a strategy's model uses.
 
@@ -63,7 +60,9 @@ class RelabelledExperience:
     read) and ``origin_stream`` (a :class:`RelabelledStream`) carry the new
     ids; every other attribute (``current_experience``, ``task_labels``,
     ...) is the original experience's, so Avalanche's metrics name it as
-    they name the original.
+    they name the original. With a mapping that changes no id it only adds
+    ``classes_in_this_experience`` to an experience that lists none (one of
+    ``benchmark_from_datasets``); its dataset is then the original one.
 
     :param experience: the original experience (also :attr:`original`).
     :param mapping: original class id -> new id, for every class of the
@@ -81,13 +80,15 @@ class RelabelledExperience:
         self.original = experience
         self.mapping = dict(mapping)
         self.classes_in_this_experience = sorted(
-            self.mapping[c] for c in _class_ids(experience)
+            self.mapping[c] for c in experience_classes(experience)
         )
         self._relabel = relabel
         self._dataset = None
 
     @property
     def dataset(self):
+        if all(old == new for old, new in self.mapping.items()):
+            return self.original.dataset
         if self._dataset is None:
             table = [-1] * (max(self.mapping) + 1)
             for old, new in self.mapping.items():
@@ -187,7 +188,11 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
       ``storage_policy``); extra ``plugins`` run after them.
     - A :class:`~bdr_avalanche.plugins.FiniteLossGuard` stops training with
       an error naming the term and the experience when a loss term becomes
-      NaN or infinite (checked every ``finite_check_every`` iterations).
+      NaN or infinite, or naming the value and the experience when the
+      head's learnable scale (left free, as in the paper's code) falls to
+      zero or below, where accuracy drops to chance or under (checked
+      every ``finite_check_every`` iterations and at the end of every
+      epoch).
     - :meth:`state_dict` and :meth:`load_state_dict` save and restore
       everything that carries over from one experience to the next.
     - In a process group (``torchrun``, see :mod:`bdr_avalanche.distributed`)
@@ -225,6 +230,12 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
     forgetting are unchanged. Every training experience must bring classes
     not learned before; a stream that reuses ids (e.g.
     ``class_ids_from_zero_in_each_exp=True``) is refused before training.
+    An experience's classes are its ``classes_in_this_experience``, else,
+    for experiences that list none (``benchmark_from_datasets``), the
+    distinct labels of its dataset's targets; the new classes of an
+    experience arrive in increasing order of their ids either way. An
+    experience with neither is refused before training (Avalanche's
+    ``with_classes_timeline`` adds the lists to a benchmark).
 
     Defaults are the paper's CIFAR-100 hyper-parameters; the plugins'
     hyper-parameters are checked even when their method is off.
@@ -455,12 +466,13 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
         """``experience`` with the class ids LUCIR uses: ``i`` for
         ``class_order[i]``.
 
-        The experience itself when these are its ids already; else a
+        The experience itself when these are its ids already and it lists
+        them (``classes_in_this_experience``); else a
         :class:`RelabelledExperience`. A class not learned yet gets the id
         it will have if the training stream is learned in order (else an id
         no learned or planned class has); its logit is masked.
         """
-        ids = _class_ids(experience)
+        ids = experience_classes(experience)
         if not ids:
             return experience
         learned = len(self.class_order)
@@ -478,7 +490,9 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
                 mapping[c] = c
             else:
                 mapping[c], free = free, free + 1
-        if all(mapping[c] == c for c in ids):
+        if all(mapping[c] == c for c in ids) and hasattr(
+            experience, "classes_in_this_experience"
+        ):
             return experience
         return RelabelledExperience(experience, mapping, self.relabelled)
 
@@ -489,7 +503,7 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
         if not self._class_index:
             self._planned_order = self._plan(experience)
         known = set(self._class_index)
-        new = [c for c in _class_ids(experience) if c not in known]
+        new = [c for c in experience_classes(experience) if c not in known]
         if not new:
             raise ValueError(self._no_new_class(experience))
         for c in new:
@@ -508,10 +522,11 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
         order: list[int] = []
         seen: set[int] = set()
         for other in stream:
-            ids = getattr(other, "classes_in_this_experience", None)
-            if ids is None:
+            try:
+                ids = experience_classes(other)
+            except ValueError:  # neither listed nor in targets
                 return []
-            new = sorted({int(c) for c in ids} - seen)
+            new = sorted(set(ids) - seen)
             if not new:
                 raise ValueError(self._no_new_class(other))
             order += new
@@ -527,7 +542,8 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
         return (
             "LUCIR is class-incremental: every training experience must bring "
             f"classes it has not learned yet, but {where} has only classes "
-            f"{_class_ids(experience)}, which come before it.{_layout_hint(experience)}"
+            f"{experience_classes(experience)}, which come before it."
+            f"{_layout_hint(experience)}"
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -612,7 +628,7 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
 
     def _before_eval_exp(self, **kwargs):
         self.experience = self.relabelled(self.experience)
-        ids = _class_ids(self.experience)
+        ids = experience_classes(self.experience)
         self._eval_width = ids[-1] + 1 if ids else 0
         super()._before_eval_exp(**kwargs)
 

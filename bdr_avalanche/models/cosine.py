@@ -12,7 +12,36 @@ from torch import Tensor, nn
 
 from .adapt import strip_classifier
 
-__all__ = ["CosineIncrementalClassifier", "CosineIncrementalNet"]
+__all__ = ["CosineIncrementalClassifier", "CosineIncrementalNet", "experience_classes"]
+
+
+def experience_classes(experience: CLExperience) -> list[int]:
+    """The class ids of ``experience``, sorted.
+
+    They are its ``classes_in_this_experience`` when it has them (the
+    experiences of ``nc_benchmark``, of ``class_incremental_benchmark``, of
+    a stream passed through Avalanche's ``with_classes_timeline``), else the
+    distinct labels of its dataset's ``targets`` (the experiences of
+    ``benchmark_from_datasets``, which list no classes). Sorted, so that
+    models that number classes in order of arrival number the classes of
+    one experience the same way whichever of the two gives them.
+
+    :raises ValueError: the experience lists no classes and its dataset has
+        no ``targets``.
+    """
+    classes = getattr(experience, "classes_in_this_experience", None)
+    if classes is None:
+        try:
+            classes = experience.dataset.targets.uniques
+        except AttributeError:
+            where = getattr(experience, "current_experience", "?")
+            raise ValueError(
+                f"experience {where} lists no classes (classes_in_this_experience) "
+                "and its dataset has no `targets` to read them from: give the "
+                "dataset targets, or add the classes to the benchmark with "
+                "avalanche.benchmarks.scenarios.supervised.with_classes_timeline"
+            ) from None
+    return sorted(int(c) for c in classes)
 
 
 class CosineIncrementalClassifier(DynamicModule):
@@ -36,7 +65,9 @@ class CosineIncrementalClassifier(DynamicModule):
     largest trained id. When the trained ids are ``0..K-1`` (ids in order
     of arrival, e.g. ``class_ids_from_zero_from_first_exp=True``) and no
     other id is known the output is exactly the ``K`` cosine logits, rows
-    in order.
+    in order. An experience's ids are :func:`experience_classes`: its
+    ``classes_in_this_experience``, else its dataset's targets (as in
+    ``benchmark_from_datasets``).
 
     :param in_features: dimension of the features.
     :param freeze_old: freeze the rows of earlier experiences.
@@ -86,7 +117,7 @@ class CosineIncrementalClassifier(DynamicModule):
         """Add rows for the unseen classes of a training experience; with
         ``mask_unseen``, also make the ids of any experience known."""
         super().adaptation(experience)
-        ids = sorted(int(c) for c in experience.classes_in_this_experience)
+        ids = experience_classes(experience)
         if not ids:
             return
         if min(ids) < 0:

@@ -3,7 +3,7 @@
 from .bdr import BDRPlugin
 from .compat import IncompatibleStrategyError
 from .cwd import CwDPlugin
-from .guard import FiniteLossGuard, NonFiniteLossError
+from .guard import FiniteLossGuard, NonFiniteLossError, NonPositiveScaleError
 from .lucir import LUCIRPlugin
 from .replay import ConcatReplayPlugin
 
@@ -15,4 +15,5 @@ __all__ = [
     "IncompatibleStrategyError",
     "LUCIRPlugin",
     "NonFiniteLossError",
+    "NonPositiveScaleError",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +17,7 @@ from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
 from ..hparam_tables import LUCIR_PLUGIN_HPARAMS
 from ..hparams import HParam, document_hparams
+from ..models.cosine import experience_classes
 from ._adapters import StepRecorder, StrategyAdapter
 from .compat import check_model, check_strategy
 
@@ -58,7 +60,18 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     missing ``feature_layer`` or ``head_layer`` (``ValueError``), a head
     without ``sigma`` (``TypeError``) and, as far as the experience's
     stream tells, class ids out of arrival order or a ``k`` larger than
-    the new classes of a later experience (``ValueError``).
+    the new classes of a later experience (``ValueError``). An
+    experience's classes are its ``classes_in_this_experience``, else its
+    dataset's targets (:func:`~bdr_avalanche.models.cosine.experience_classes`).
+
+    The plugin's state (the previous model and its number of classes)
+    belongs to the strategy that trained it. Added to another strategy whose
+    model has learned no class yet (a new run), the plugin starts afresh;
+    added to one whose model has, it refuses, as that strategy would distil
+    from the other's model (``ValueError``): give each strategy its own
+    plugin.
+    A state restored by :meth:`load_state_dict` goes to the next strategy
+    that trains.
 
     :param feature_layer: submodule whose output is the feature vector.
     :param head_layer: submodule that is the cosine classifier.
@@ -93,13 +106,50 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         self._old_features = FeatureRecorder(feature_layer)
         self._head: nn.Module | None = None
         self._adapter = StrategyAdapter()
+        self._owner: weakref.ref | None = None  # the strategy the state is of
 
     def before_training(self, strategy: SupervisedTemplate, **kwargs):
         """Refuse a strategy or model LUCIR cannot work with, before any
-        training step."""
+        training step; start afresh in a new strategy."""
         self._adapter = check_strategy("LUCIRPlugin", strategy)
         check_model("LUCIRPlugin", strategy.model, self._features.layer_name)
-        self._find_head(strategy.model)
+        head = self._find_head(strategy.model)
+        self._bind(strategy, head)
+
+    def _bind(self, strategy: SupervisedTemplate, head: nn.Module) -> None:
+        """Make ``strategy`` the owner of the state: forget the state of
+        another strategy when ``strategy``'s model has learned no class yet
+        (a new run), refuse otherwise."""
+        owner = None if self._owner is None else self._owner()
+        if self._owner is not None and owner is not strategy:
+            if self.old_model is not None and head.num_classes > 0:
+                raise ValueError(
+                    "this LUCIRPlugin holds the previous model of another "
+                    f"strategy's training ({self.num_old_classes} classes), and this "
+                    f"strategy's model has learned {head.num_classes} classes "
+                    "already: it would distil from the other's model. Give each "
+                    "strategy its own LUCIRPlugin (or move a state with "
+                    "state_dict()/load_state_dict())"
+                )
+            self._reset()
+        self._owner = weakref.ref(strategy)
+
+    def _reset(self) -> None:
+        """Forget the previous model: the state of a plugin never trained."""
+        self._features.detach()
+        self._old_features.detach()
+        self.old_model = None
+        self.num_old_classes = 0
+        self.lambda_ = 0.0
+        self.last_losses = {}
+        self._head = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a weak reference does not pickle: an unpickled plugin's state goes
+        # to the next strategy that trains, as after load_state_dict
+        state = self.__dict__.copy()
+        state["_owner"] = None
+        return state
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         if self._adapter.family is None:  # not started by strategy.train
@@ -131,8 +181,7 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
             stream = list(experience.origin_stream)
             current = experience.current_experience
             classes = [
-                (e.current_experience, {int(c) for c in e.classes_in_this_experience})
-                for e in stream
+                (e.current_experience, set(experience_classes(e))) for e in stream
             ]
         except (AttributeError, ValueError, TypeError):
             return  # the stream does not tell
@@ -191,7 +240,10 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         """Restore a :meth:`state_dict`; ``model`` is the current model,
         already grown to the previous model's classes (its copy receives
-        the saved weights)."""
+        the saved weights). The state goes to the next strategy that
+        trains (see the class's description)."""
+        self._reset()
+        self._owner = None
         self.num_old_classes = int(state["num_old_classes"])
         self.old_model = None
         if state["old_model"] is not None:
