@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.online import split_online_stream
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
@@ -167,6 +168,53 @@ def test_lucir_plugin_on_naive_reads_the_classes_from_the_targets():
     assert model.head.classes == [0, 1, 2, 3, 4, 5]
     assert plugin.num_old_classes == 6
     assert set(plugin.last_losses) == {"less_forget", "margin_ranking"}
+
+
+@pytest.mark.parametrize("boundaries", [True, False])
+def test_lucir_plugin_refuses_an_online_stream(boundaries):
+    """Its previous model is taken at the end of each experience: on
+    mini-experiences it would distil from the model of a few steps ago."""
+    online = split_online_stream(
+        make_benchmark().train_stream,
+        experience_size=13,
+        access_task_boundaries=boundaries,
+        seed=0,
+    )
+    model = fresh_net()
+    before = copy.deepcopy(model.backbone.state_dict())
+    strategy = naive(model, LUCIRPlugin(k=1))
+    with pytest.raises(ValueError, match="does not train on online streams") as err:
+        strategy.train(next(iter(online)))
+    assert "\n" not in str(err.value)
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step
+
+
+def test_our_evaluator_on_a_datasets_stream_counts_old_and_new_classes():
+    """The old/new metric reads an experience's classes as the models do:
+    Naive with make_evaluator() evaluates a datasets stream, and its
+    new-class accuracy equals the accuracy on the experience just trained."""
+    from avalanche.models import SimpleMLP
+
+    from bdr_avalanche.protocol import make_evaluator
+
+    RNGManager.set_random_seeds(0)
+    bench = from_datasets(make_benchmark())
+    model = SimpleMLP(num_classes=6, input_size=3 * 8 * 8, hidden_size=16)
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        train_mb_size=16,
+        train_epochs=1,
+        device="cpu",
+        evaluator=make_evaluator(),
+    )
+    strategy.train(bench.train_stream[0])
+    results = strategy.eval(bench.test_stream[:1])
+    new = [v for k, v in results.items() if "New" in k or "new" in k]
+    mine = [v for k, v in results.items() if k.startswith("Top1_Acc_Exp/")]
+    assert new and mine
+    assert new[0] == pytest.approx(mine[0])
 
 
 # -- one plugin, two strategies -------------------------------------------

@@ -21,6 +21,7 @@ from avalanche.training.supervised.icarl import _ICaRLPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from .._checks import check_positive_int
+from ..models.cosine import experience_classes
 
 __all__ = ["MEMORY_MATCHING", "GrowingMemoryBudget", "exemplars_per_class"]
 
@@ -104,7 +105,7 @@ class GrowingMemoryBudget(SupervisedPlugin):
                 "GrowingMemoryBudget needs a buffer with adaptive_size=True, which "
                 "splits its max_size among the classes it holds"
             )
-        classes = strategy.experience.classes_in_this_experience
+        classes = experience_classes(strategy.experience)
         self.seen_classes.update(int(c) for c in classes)
         buffer.max_size = self.max_size
         logger.debug(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..models.cosine import experience_classes
 from ..plugins.bdr import BDRPlugin
 
 if TYPE_CHECKING:
@@ -102,4 +103,4 @@ def model_classes(strategy: SupervisedTemplate, experience: Any) -> list[int]:
     relabelled = getattr(strategy, "relabelled", None)
     if relabelled is not None:
         experience = relabelled(experience)
-    return sorted(int(c) for c in experience.classes_in_this_experience)
+    return experience_classes(experience)

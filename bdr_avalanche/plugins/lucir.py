@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from avalanche.benchmarks.scenarios.online import OnlineCLExperience
 from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor, nn
 
@@ -154,6 +155,13 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         if self._adapter.family is None:  # not started by strategy.train
             self.before_training(strategy)
+        if isinstance(strategy.experience, OnlineCLExperience):
+            raise ValueError(
+                "LUCIRPlugin does not train on online streams: it takes the "
+                "previous model at the end of each experience, and an online "
+                "stream cuts experiences into mini-experiences; train it on the "
+                "stream before split_online_stream"
+            )
         self._check_stream(strategy.experience)
         if self.old_model is None:
             return
