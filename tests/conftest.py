@@ -77,6 +77,27 @@ def benchmark():
     return make_benchmark()
 
 
+def make_tiny_lucir(*plugins, epochs: int = 1, **kwargs):
+    """A tiny LUCIR (batch 16, 5 exemplars per class, no learning-rate
+    step); ``plugins`` run after its own, ``kwargs`` override any option."""
+    from bdr_avalanche import LUCIR
+    from bdr_avalanche.models import SmallCNN
+    from bdr_avalanche.protocol import make_evaluator
+
+    options = dict(
+        backbone=SmallCNN(in_channels=3, width=8),
+        train_epochs=epochs,
+        train_mb_size=16,
+        eval_mb_size=64,
+        milestones=(100,),
+        mem_per_class=5,
+        device="cpu",
+        plugins=list(plugins),
+        evaluator=make_evaluator(),
+    )
+    return LUCIR(**{**options, **kwargs})
+
+
 def make_lucir_bdr(*plugins, backbone=None, **kwargs):
     """A tiny LUCIR+BDR (1 epoch, batch 16, 5 exemplars per class) with
     hyper-parameters away from the defaults; ``plugins`` run after its own."""

@@ -281,6 +281,7 @@ def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
     # rank 0 stops itself (SIGSTOP) 20 steps into the second experience,
     # however fast the machine, and the job is killed there
     marker = tmp_path / "stopped"
+    paused_run.make_marker(marker)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={WORLD}", paused_run.SCRIPT,
                str(run_dir / "checkpoint.pt"), "20", str(marker),

@@ -7,26 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_tiny_lucir
 from probe import Probe
 
-from bdr_avalanche import LUCIR
-from bdr_avalanche.models import SmallCNN
-from bdr_avalanche.protocol import make_evaluator
-
-
-def make_lucir(*plugins, epochs: int = 1, **kwargs) -> LUCIR:
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=epochs,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=5,
-        device="cpu",
-        plugins=list(plugins),
-        evaluator=make_evaluator(),
-        **kwargs,
-    )
+make_lucir = make_tiny_lucir
 
 
 def test_adaptive_weight_and_less_forget_value(benchmark):

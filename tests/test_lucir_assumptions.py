@@ -16,7 +16,7 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
-from conftest import make_benchmark
+from conftest import make_benchmark, make_tiny_lucir
 from probe import Probe
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -39,18 +39,7 @@ from bdr_avalanche.storage import HerdingBuffer
 
 
 def make_lucir(*plugins, check_every: int = 20) -> LUCIR:
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=5,
-        device="cpu",
-        plugins=list(plugins),
-        evaluator=None,
-        finite_check_every=check_every,
-    )
+    return make_tiny_lucir(*plugins, evaluator=None, finite_check_every=check_every)
 
 
 def from_datasets(benchmark, order=None):

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from .._utils import FeatureRecorder
 from ..distributed import sum_over_ranks
-from ._stream import dataset_labels, drawn_label_counts, epoch_label_counts
+from ._loss_counts import dataset_labels, drawn_label_counts, epoch_label_counts
 from .replay import ConcatReplayPlugin
 
 if TYPE_CHECKING:
