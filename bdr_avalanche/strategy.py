@@ -202,7 +202,7 @@ class LUCIR(SpeedMixin, SupervisedTemplate):
       every process.
     - Speed switches (:class:`~bdr_avalanche.training.SpeedMixin`, which
       Avalanche's baselines take too): ``batch_augment`` (a
-      :class:`~bdr_avalanche.augment.BatchAugment`) keeps each experience's
+      :class:`~bdr_avalanche.training.augment.BatchAugment`) keeps each experience's
       images on the device and augments whole batches there
       (:class:`~bdr_avalanche.training.FastInputMixin`) instead of
       using the dataset's transforms in a ``DataLoader``; ``amp_dtype``

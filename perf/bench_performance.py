@@ -76,7 +76,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from bdr_avalanche import LUCIR
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.baselines import make_baseline
 from bdr_avalanche.benchmarks import cifar100_transforms
 from bdr_avalanche.experiment.config import ExperimentConfig
@@ -85,6 +84,7 @@ from bdr_avalanche.experiment.factories import num_workers as runner_num_workers
 from bdr_avalanche.functional import herding_select, update_class_statistics
 from bdr_avalanche.models import CifarResNet, resnet18_cifar
 from bdr_avalanche.training import Speed
+from bdr_avalanche.training.augment import BatchAugment
 
 METHODS = ("Naive", "LUCIR", "LUCIR+CwD", "LUCIR+CwD+BDR")
 LUCIR_FLAGS = {

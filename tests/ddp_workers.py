@@ -20,10 +20,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bdr_avalanche import LUCIR, BDRPlugin, CwDPlugin
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.distributed import extract_features
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
+from bdr_avalanche.training.augment import BatchAugment
 
 GLOBAL_BATCH = 16
 FEATURES = 6

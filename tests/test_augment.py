@@ -1,4 +1,5 @@
-"""Checks of ``bdr_avalanche.augment`` against torchvision and loop references.
+"""Checks of ``bdr_avalanche.training.augment`` against torchvision and
+loop references.
 
 Exact checks use images whose pixels encode their own coordinates, so the
 offset each crop used can be read off its output. Distribution checks draw
@@ -19,7 +20,7 @@ from torch.testing import assert_close
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from bdr_avalanche import augment as aug
+from bdr_avalanche.training import augment as aug
 
 MEAN = (0.5071, 0.4866, 0.4409)
 STD = (0.2009, 0.1984, 0.2023)

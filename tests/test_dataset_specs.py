@@ -20,7 +20,6 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.benchmarks import (
     digits_class_sizes,
     split_cifar100,
@@ -50,6 +49,7 @@ from bdr_avalanche.experiment.factories import (
     build_benchmark,
     validate,
 )
+from bdr_avalanche.training.augment import BatchAugment
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bdr_avalanche"
 MISSING = "/nonexistent/dataset"  # the checks of fixed-size datasets read nothing

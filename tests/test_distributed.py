@@ -26,7 +26,7 @@ from torch.testing import assert_close
 from bdr_avalanche import functional as fn
 from bdr_avalanche.distributed import shard_size
 from bdr_avalanche.experiment.checkpoint import load_checkpoint
-from bdr_avalanche.fast_input import DeviceBatchLoader
+from bdr_avalanche.training.fast_input import DeviceBatchLoader
 
 WORLD = 2
 

@@ -12,13 +12,13 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from bdr_avalanche import LUCIR
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.benchmarks import cifar100_transforms, split_cifar100, split_digits
 from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.factories import build_batch_augment, num_workers
-from bdr_avalanche.fast_input import DeviceBatchLoader, stack_untransformed
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.protocol import make_evaluator
+from bdr_avalanche.training.augment import BatchAugment
+from bdr_avalanche.training.fast_input import DeviceBatchLoader, stack_untransformed
 
 
 def test_every_sample_once_per_epoch():

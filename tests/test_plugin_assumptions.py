@@ -30,10 +30,10 @@ from probe import Probe
 from torch import nn
 
 from bdr_avalanche import BDRPlugin, ConcatReplayPlugin, CwDPlugin, HerdingBuffer
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.baselines.templates import FastNaive
 from bdr_avalanche.plugins import IncompatibleStrategyError
 from bdr_avalanche.plugins._stream import PhaseTracker
+from bdr_avalanche.training.augment import BatchAugment
 
 BATCH = 10
 LAYER = "features"

@@ -14,7 +14,6 @@ from probe import Probe
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bdr_avalanche.augment import BatchAugment
 from bdr_avalanche.baselines import BASELINES, make_baseline
 from bdr_avalanche.baselines.templates import FastNaive, with_speed
 from bdr_avalanche.experiment.cli import main
@@ -24,14 +23,15 @@ from bdr_avalanche.experiment.factories import (
     build_batch_augment,
     validate,
 )
-from bdr_avalanche.fast_input import (
+from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.protocol import make_evaluator
+from bdr_avalanche.training import Speed, SpeedMixin
+from bdr_avalanche.training.augment import BatchAugment
+from bdr_avalanche.training.fast_input import (
     DeviceBatchLoader,
     DeviceMultiLoader,
     stack_untransformed,
 )
-from bdr_avalanche.models import SmallCNN
-from bdr_avalanche.protocol import make_evaluator
-from bdr_avalanche.training import Speed, SpeedMixin
 from bdr_avalanche.training.support import UNSUPPORTED, unsupported
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

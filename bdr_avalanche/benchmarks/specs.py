@@ -8,8 +8,8 @@ images are held in memory, the function that builds its stream and its
 augmentation :class:`Recipe`. Both input paths are derived from that one
 recipe: the torchvision transforms of the DataLoader path
 (:func:`~bdr_avalanche.benchmarks.transforms.torchvision_transforms`) and
-the on-device :class:`~bdr_avalanche.augment.BatchAugment` of the fast path
-(:meth:`~bdr_avalanche.augment.BatchAugment.from_recipe`). :func:`class_split`
+the on-device :class:`~bdr_avalanche.training.augment.BatchAugment` of the fast path
+(:meth:`~bdr_avalanche.training.augment.BatchAugment.from_recipe`). :func:`class_split`
 is the one check that ``n_base`` and ``n_phases`` split a dataset's classes.
 
 This module imports neither torch nor Avalanche, so that the config and the

@@ -9,7 +9,7 @@ usual ImageNet mean and std. Small ImageNet-derived images (Tiny-ImageNet
 scaled to 32 or 64 pixels) get the CIFAR recipe instead, on uint8 tensors,
 so the same transform serves images decoded on the fly and images decoded
 once into memory. The fast path's
-:meth:`~bdr_avalanche.augment.BatchAugment.from_recipe` reads the same
+:meth:`~bdr_avalanche.training.augment.BatchAugment.from_recipe` reads the same
 recipes.
 """
 

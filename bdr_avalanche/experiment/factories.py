@@ -16,12 +16,12 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from .. import distributed
-from ..augment import BatchAugment
 from ..baselines import make_baseline
 from ..benchmarks import DatasetError
 from ..benchmarks.specs import DATASETS, in_memory_datasets
 from ..models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
 from ..strategy import LUCIR
+from ..training.augment import BatchAugment
 from ..training.speed import Speed
 from ..training.support import unsupported
 from .config import OUR_METHODS, ConfigError, ExperimentConfig

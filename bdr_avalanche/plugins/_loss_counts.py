@@ -33,7 +33,7 @@ from torch.utils.data import (
 )
 
 from ..distributed import rank, world_size
-from ..fast_input import DeviceBatchLoader, DeviceMultiLoader
+from ..training.fast_input import DeviceBatchLoader, DeviceMultiLoader
 
 __all__ = ["dataset_labels", "drawn_label_counts", "epoch_label_counts"]
 

@@ -7,17 +7,18 @@ import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from torch import nn
 
-from ..fast_input import DeviceBatchLoader, DeviceMultiLoader
+from .fast_input import DeviceBatchLoader, DeviceMultiLoader
 from .mixin_protocol import SpeedStrategyProtocol
 
 __all__ = ["FastInputMixin"]
 
 
 class FastInputMixin(SpeedStrategyProtocol):
-    """Training batches from :class:`~bdr_avalanche.fast_input.DeviceBatchLoader`.
+    """Training batches from a
+    :class:`~bdr_avalanche.training.fast_input.DeviceBatchLoader`.
 
     With a ``batch_augment`` (e.g.
-    :meth:`BatchAugment.from_recipe <bdr_avalanche.augment.BatchAugment.from_recipe>`),
+    :meth:`~bdr_avalanche.training.augment.BatchAugment.from_recipe`),
     each experience's adapted dataset (whatever the template and its
     plugins put in it: new data, a concatenated memory, GDumb's buffer) is
     stacked once, without its transforms, on the device; every epoch is one
@@ -28,7 +29,7 @@ class FastInputMixin(SpeedStrategyProtocol):
     ``before_training_exp`` (``ReplayPlugin``'s and BiC's
     ``ReplayDataLoader``: ``train_mb_size`` new samples and
     ``batch_size_mem`` memory samples per step) gets the same loader on the
-    device (:class:`~bdr_avalanche.fast_input.DeviceMultiLoader`: same
+    device (:class:`~bdr_avalanche.training.fast_input.DeviceMultiLoader`: same
     datasets, batch sizes, epoch length and cycling of the memory), so the
     memory is augmented on the device too. A plugin that swaps in any other
     loader is refused (``TypeError``): its batches would bypass the fast
@@ -92,7 +93,7 @@ class FastInputMixin(SpeedStrategyProtocol):
     def make_train_dataloader(
         self, shuffle: bool = True, drop_last: bool = False, **kwargs
     ) -> None:
-        """A :class:`~bdr_avalanche.fast_input.DeviceBatchLoader` over the
+        """A :class:`~bdr_avalanche.training.fast_input.DeviceBatchLoader` over the
         adapted dataset with ``batch_augment``, else the template's loader
         (``kwargs``, e.g. ``num_workers``, go to that one only)."""
         if self.batch_augment is None:

@@ -4,7 +4,7 @@ For a dataset that fits in memory (CIFAR-100, Tiny-ImageNet decoded with
 ``in_memory``, the digits), :class:`DeviceBatchLoader` keeps the
 experience's images (new data and memory together) as one tensor on the
 training device, shuffles them there and runs a
-:class:`~bdr_avalanche.augment.BatchAugment` on each mini-batch: no
+:class:`~bdr_avalanche.training.augment.BatchAugment` on each mini-batch: no
 per-image PIL transform, no DataLoader worker, no host-to-device copy per
 step. It yields ``[x, y, t]`` mini-batches as Avalanche's data loaders do,
 so the strategy's training loop does not change. :class:`DeviceMultiLoader`
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
-from ._utils import check_positive_int
+from .._utils import check_positive_int
 
 __all__ = ["DeviceBatchLoader", "DeviceMultiLoader", "stack_untransformed"]
 
@@ -71,7 +71,7 @@ class DeviceBatchLoader:
     :param labels: ``(N,)`` class labels.
     :param task_labels: ``(N,)`` task labels.
     :param augment: the training transform of a batch, e.g.
-        :meth:`~bdr_avalanche.augment.BatchAugment.cifar`.
+        :meth:`~bdr_avalanche.training.augment.BatchAugment.cifar`.
     :param num_replicas: processes sharing the data (distributed training);
         ``batch_size`` is then the per-process batch. Rank 0's permutation
         is broadcast, the epoch is padded with its first samples to a

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.roi_align)
 from torch import Tensor, nn
 
-from ._utils import check_fraction, check_positive_int
-from .benchmarks.specs import DATASETS, Recipe
+from .._utils import check_fraction, check_positive_int
+from ..benchmarks.specs import DATASETS, Recipe
 
 _CIFAR = DATASETS["cifar100"].recipe()
 _IMAGENET = DATASETS["imagenet"].recipe()
