@@ -1,12 +1,17 @@
 # Two entry points; each creates the cached environment on first use
 # (scripts/bootstrap.sh) and needs nothing installed by hand.
-.PHONY: demo test lint
+.PHONY: demo test test-fast lint
 
 demo:
 	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/python" experiments/digits_demo.py
 
 test:
 	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/python" -m pytest -q
+
+# The unit tier, for the development loop: what `make test` runs but the
+# tests marked integration or system (see pyproject.toml).
+test-fast:
+	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/python" -m pytest -q -m "not integration and not system"
 
 lint:
 	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/ruff" check . && "$$venv/bin/ruff" format --check .

@@ -1,5 +1,5 @@
 """Argument checks that need neither torch nor Avalanche, so that the
-hyper-parameter tables (:mod:`bdr_avalanche.hparam_tables`), the config and
+hyper-parameter tables (:mod:`bdr_avalanche.params`), the config and
 the command line's ``--help`` can use them without importing either."""
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ state that must be the same on every process is kept the same:
 - whole-dataset features (herding, BDR's phase statistics) are extracted
   on a shard per process and gathered back in dataset order
   (:func:`extract_features`); the herding picks are then broadcast from
-  rank 0 (:func:`broadcast_object`);
+  rank 0 (:func:`broadcast_object`), and so is the shuffling order of
+  the in-memory loaders (:func:`broadcast_tensor`);
 - the model's parameters and buffers (BatchNorm statistics, which each
   process updates on its own shard) are broadcast from rank 0 at the end
   of every experience (:func:`broadcast_module`), before the memory is
@@ -43,6 +44,7 @@ __all__ = [
     "barrier",
     "broadcast_module",
     "broadcast_object",
+    "broadcast_tensor",
     "extract_features",
     "gather_batch",
     "gather_objects",
@@ -177,6 +179,15 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     if not is_distributed():
         return obj
     return DistributedHelper.broadcast_object(obj, src=src)
+
+
+def broadcast_tensor(tensor: Tensor, src: int = 0) -> Tensor:
+    """``tensor`` overwritten, in place, with rank ``src``'s values on every
+    process (e.g. one shuffling permutation for all); returned for
+    convenience. A no-op in one process."""
+    if is_distributed():
+        dist.broadcast(tensor, src)
+    return tensor
 
 
 def gather_objects(obj: T) -> list[T]:

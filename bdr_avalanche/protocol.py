@@ -178,11 +178,6 @@ def train_and_evaluate(
             f"the results to resume are for {len(results.accuracy_matrix)} "
             f"experiences; the stream has {num_exp}"
         )
-    matrix, seen, history = (
-        results.accuracy_matrix,
-        results.seen_accuracy,
-        results.metrics,
-    )
     if results.experiences_done < num_exp:
         breakdown = _old_new_metric(strategy)
     for t in range(results.experiences_done, num_exp):
@@ -192,30 +187,42 @@ def train_and_evaluate(
         )
         metrics = strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
         stream = f"{benchmark.test_stream[t].origin_stream.name}_stream"
-        stream_key, exp_keys = _accuracy_keys(stream, t, metrics)
-        missing = [k for k in (stream_key, exp_keys[t]) if k not in metrics]
-        if missing:
-            raise KeyError(
-                f"the strategy's evaluator does not report {missing}; build it "
-                "with bdr_avalanche.protocol.make_evaluator()"
-            )
-        matrix[t, : t + 1] = [metrics[key] for key in exp_keys]
-        seen.append(float(metrics[stream_key]))
-        history.append(dict(metrics))
-        values = breakdown.result()
-        if values is None:
-            raise RuntimeError(
-                f"OldNewAccuracy recorded no test image after experience {t}"
-            )
-        old, new, old_to_new = values
-        results.old_accuracy.append(old)
-        results.new_accuracy.append(new)
-        results.old_to_new.append(old_to_new)
+        _record(results, t, stream, metrics, breakdown)
         if on_experience_end is not None:
             on_experience_end(t, results)
         if progress is not None:
             progress.update(1)
     return results
+
+
+def _record(
+    results: IncrementalResults,
+    t: int,
+    stream: str,
+    metrics: dict[str, Any],
+    breakdown: OldNewAccuracy,
+) -> None:
+    """Add the evaluation after experience ``t`` (``metrics``, from the
+    test ``stream``, and the old/new ``breakdown``) to ``results``."""
+    stream_key, exp_keys = _accuracy_keys(stream, t, metrics)
+    missing = [k for k in (stream_key, exp_keys[t]) if k not in metrics]
+    if missing:
+        raise KeyError(
+            f"the strategy's evaluator does not report {missing}; build it "
+            "with bdr_avalanche.protocol.make_evaluator()"
+        )
+    results.accuracy_matrix[t, : t + 1] = [metrics[key] for key in exp_keys]
+    results.seen_accuracy.append(float(metrics[stream_key]))
+    results.metrics.append(dict(metrics))
+    values = breakdown.result()
+    if values is None:
+        raise RuntimeError(
+            f"OldNewAccuracy recorded no test image after experience {t}"
+        )
+    old, new, old_to_new = values
+    results.old_accuracy.append(old)
+    results.new_accuracy.append(new)
+    results.old_to_new.append(old_to_new)
 
 
 def _old_new_metric(strategy: SupervisedTemplate) -> OldNewAccuracy:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from bdr_avalanche import LUCIR
 from bdr_avalanche.benchmarks import split_digits
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 METHODS = {
@@ -38,12 +39,14 @@ def run(method: str, seed: int, epochs: int, progress) -> dict[str, float]:
     benchmark = split_digits(seed=seed)
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=1, width=32),
-        lr=0.1,
-        milestones=(int(epochs * 2 / 3), int(epochs * 5 / 6)),
-        train_mb_size=32,
-        train_epochs=epochs,
-        eval_mb_size=512,
-        mem_per_class=20,
+        training=TrainingParams(
+            lr=0.1,
+            milestones=[int(epochs * 2 / 3), int(epochs * 5 / 6)],
+            batch_size=32,
+            epochs=epochs,
+            eval_batch_size=512,
+            mem_per_class=20,
+        ),
         evaluator=make_evaluator(),
         device="cpu",
         **METHODS[method],

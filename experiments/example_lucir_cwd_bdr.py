@@ -26,6 +26,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from bdr_avalanche import LUCIR
 from bdr_avalanche.benchmarks import class_order, split_digits
 from bdr_avalanche.models import SmallCNN, resnet18_cifar
+from bdr_avalanche.params import TrainingParams
 
 
 def main(args: argparse.Namespace) -> None:
@@ -54,12 +55,14 @@ def main(args: argparse.Namespace) -> None:
     # exemplars per class chosen by herding, CwD 0.5, BDR m1 = m2 = 0.8).
     strategy = LUCIR(
         backbone=backbone,
+        training=TrainingParams(
+            epochs=epochs,
+            milestones=(max(1, epochs // 2), max(1, epochs * 3 // 4)),
+            batch_size=batch_size,
+            mem_per_class=20,
+        ),
         cwd=True,
         bdr=True,
-        train_epochs=epochs,
-        milestones=(max(1, epochs // 2), max(1, epochs * 3 // 4)),
-        train_mb_size=batch_size,
-        mem_per_class=20,
         evaluator=evaluator,
         device=device,
     )

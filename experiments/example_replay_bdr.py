@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from avalanche.benchmarks.classic import SplitCIFAR100
@@ -26,7 +27,13 @@ from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
 from avalanche.logging import InteractiveLogger
 from avalanche.training import DER, Naive, Replay
 from avalanche.training.determinism.rng_manager import RNGManager
-from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin, ReplayPlugin
+from avalanche.training.plugins import (
+    EvaluationPlugin,
+    LRSchedulerPlugin,
+    ReplayPlugin,
+    SupervisedPlugin,
+)
+from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
@@ -36,24 +43,53 @@ from bdr_avalanche.benchmarks import class_order, split_digits
 from bdr_avalanche.models import SmallCNN, resnet18_cifar
 
 
+def data_and_backbone(
+    args: argparse.Namespace,
+) -> tuple[Any, int, int, nn.Module, int]:
+    """The benchmark, its number of classes, the memory size, the backbone
+    and the batch size: the digits on a small CNN, or CIFAR-100 B50 5 phases
+    on ResNet-18."""
+    if args.digits:  # 4 base classes, then 3 x 2; 20 exemplars per class
+        return split_digits(), 10, 200, SmallCNN(in_channels=1, width=32), 32
+    benchmark = SplitCIFAR100(
+        n_experiences=6,  # 50 classes, then 5 x 10
+        first_exp_with_half_classes=True,
+        fixed_class_order=class_order(100),  # iCaRL's: RandomState(1993)
+        dataset_root=args.dataset_root,
+    )
+    return benchmark, 100, 2000, resnet18_cifar(), 128
+
+
+def make_strategy(
+    args: argparse.Namespace,
+    mem_size: int,
+    plugins: list[SupervisedPlugin],
+    common: dict[str, Any],
+) -> SupervisedTemplate:
+    """Replay, DER or ``Naive`` with a herding memory, with ``plugins``
+    (BDR's and CwD's among them)."""
+    if args.strategy == "herding":
+        memory = HerdingBuffer(max_size=mem_size, feature_layer="features")
+        replay = ReplayPlugin(mem_size=mem_size, storage_policy=memory)
+        return Naive(plugins=[replay, *plugins], **common)
+    if args.strategy == "der":  # logit matching (alpha), memory CE (beta)
+        return DER(
+            mem_size=mem_size,
+            alpha=args.alpha,
+            beta=args.beta,
+            plugins=plugins,
+            **common,
+        )
+    return Replay(mem_size=mem_size, plugins=plugins, **common)
+
+
 def main(args: argparse.Namespace) -> None:
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(
         f"cuda:{args.cuda}" if torch.cuda.is_available() and args.cuda >= 0 else "cpu"
     )
     epochs = args.epochs or (30 if args.digits else 160)
-    if args.digits:  # 4 base classes, then 3 x 2; 20 exemplars per class
-        benchmark, num_classes, mem_size = split_digits(), 10, 200
-        backbone, batch_size = SmallCNN(in_channels=1, width=32), 32
-    else:
-        benchmark = SplitCIFAR100(
-            n_experiences=6,  # 50 classes, then 5 x 10
-            first_exp_with_half_classes=True,
-            fixed_class_order=class_order(100),  # iCaRL's: RandomState(1993)
-            dataset_root=args.dataset_root,
-        )
-        num_classes, mem_size = 100, 2000
-        backbone, batch_size = resnet18_cifar(), 128
+    benchmark, num_classes, mem_size, backbone, batch_size = data_and_backbone(args)
     # BDR and CwD read the penultimate features: the output of "features"
     head = nn.Linear(backbone.out_dim, num_classes)
     model = nn.Sequential(OrderedDict(features=backbone, classifier=head))
@@ -79,20 +115,7 @@ def main(args: argparse.Namespace) -> None:
         device=device,
         evaluator=evaluator,
     )
-    if args.strategy == "herding":
-        memory = HerdingBuffer(max_size=mem_size, feature_layer="features")
-        replay = ReplayPlugin(mem_size=mem_size, storage_policy=memory)
-        strategy = Naive(plugins=[replay, *plugins], **common)
-    elif args.strategy == "der":  # logit matching (alpha), memory CE (beta)
-        strategy = DER(
-            mem_size=mem_size,
-            alpha=args.alpha,
-            beta=args.beta,
-            plugins=plugins,
-            **common,
-        )
-    else:
-        strategy = Replay(mem_size=mem_size, plugins=plugins, **common)
+    strategy = make_strategy(args, mem_size, plugins, common)
     workers = 0 if args.digits else 4  # the digits are tensors in memory
 
     results = []

@@ -77,20 +77,38 @@ def benchmark():
     return make_benchmark()
 
 
+def tiny_training(**fields):
+    """The tiny runs' ``TrainingParams`` (1 epoch, batch 16, 5 exemplars per
+    class, no learning-rate step), with ``fields`` replaced."""
+    from bdr_avalanche.params import TrainingParams
+
+    tiny = dict(
+        epochs=1, batch_size=16, eval_batch_size=64, milestones=[100], mem_per_class=5
+    )
+    return TrainingParams(**{**tiny, **fields})
+
+
+def split_training(kwargs: dict) -> tuple[dict, dict]:
+    """``kwargs`` split into ``TrainingParams`` fields and the rest."""
+    from bdr_avalanche.params import TrainingParams, hparams_of
+
+    names = hparams_of(TrainingParams)
+    training = {k: v for k, v in kwargs.items() if k in names}
+    return training, {k: v for k, v in kwargs.items() if k not in names}
+
+
 def make_tiny_lucir(*plugins, epochs: int = 1, **kwargs):
-    """A tiny LUCIR (batch 16, 5 exemplars per class, no learning-rate
-    step); ``plugins`` run after its own, ``kwargs`` override any option."""
+    """A tiny LUCIR (:func:`tiny_training`); ``plugins`` run after its own.
+    ``kwargs`` that name a ``TrainingParams`` field (``lr``, ``first_lr``,
+    ...) replace it; the others override LUCIR's arguments."""
     from bdr_avalanche import LUCIR
     from bdr_avalanche.models import SmallCNN
     from bdr_avalanche.protocol import make_evaluator
 
+    training, kwargs = split_training(kwargs)
     options = dict(
         backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=epochs,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=5,
+        training=tiny_training(epochs=epochs, **training),
         device="cpu",
         plugins=list(plugins),
         evaluator=make_evaluator(),
@@ -103,19 +121,15 @@ def make_lucir_bdr(*plugins, backbone=None, **kwargs):
     hyper-parameters away from the defaults; ``plugins`` run after its own."""
     from bdr_avalanche import LUCIR
     from bdr_avalanche.models import SmallCNN
+    from bdr_avalanche.params import BDRParams, TrainingParams
     from bdr_avalanche.protocol import make_evaluator
 
     return LUCIR(
         backbone=SmallCNN(in_channels=3, width=8) if backbone is None else backbone,
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        mem_per_class=5,
-        bdr=True,
-        m1=0.7,
-        m2=0.6,
-        bdr_momentum=0.9,
-        tau=1.5,
+        training=TrainingParams(
+            epochs=1, batch_size=16, eval_batch_size=64, mem_per_class=5
+        ),
+        bdr=BDRParams(m1=0.7, m2=0.6, momentum=0.9, tau=1.5),
         device="cpu",
         plugins=list(plugins),
         evaluator=make_evaluator(),

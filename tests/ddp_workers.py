@@ -22,7 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from bdr_avalanche import LUCIR, BDRPlugin, CwDPlugin
 from bdr_avalanche.distributed import extract_features
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
+from bdr_avalanche.training import Speed
 from bdr_avalanche.training.augment import BatchAugment
 
 GLOBAL_BATCH = 16
@@ -141,17 +143,21 @@ def train_lucir(fast: bool) -> dict:
     counter = EvalCounter()
     strategy = LUCIR(
         backbone=no_batchnorm_cnn(),
-        train_epochs=6,
-        train_mb_size=GLOBAL_BATCH,
-        eval_mb_size=64,
-        lr=0.1,
-        milestones=(100,),
-        mem_per_class=5,
+        training=TrainingParams(
+            epochs=6,
+            batch_size=GLOBAL_BATCH,
+            eval_batch_size=64,
+            lr=0.1,
+            milestones=(100,),
+            mem_per_class=5,
+        ),
         cwd=True,
         bdr=True,
+        speed=Speed(
+            batch_augment=BatchAugment((0.0,) * 3, (1.0,) * 3) if fast else None
+        ),
         device="cpu",
         evaluator=make_evaluator(),
-        batch_augment=BatchAugment((0.0,) * 3, (1.0,) * 3) if fast else None,
         plugins=[counter],
     )
     if not fast:

@@ -21,7 +21,7 @@ from avalanche.models import SlimResNet18
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
-from conftest import make_benchmark
+from conftest import make_benchmark, split_training, tiny_training
 from probe import Probe
 from torch import nn
 from torch.optim import SGD, Adam
@@ -30,6 +30,7 @@ from torch.optim.lr_scheduler import StepLR
 from bdr_avalanche import LUCIR
 from bdr_avalanche.metrics import classifier_weight_norms
 from bdr_avalanche.models import CosineIncrementalNet, SmallCNN, remove_last_relu
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 EXP_ACC = "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp{:03d}"
@@ -51,13 +52,12 @@ class Events(Probe):
 
 
 def make_lucir(*plugins, backbone=None, epochs: int = 1, **kwargs) -> LUCIR:
-    kwargs.setdefault("train_mb_size", 16)
-    kwargs.setdefault("milestones", (100,))
+    """A tiny LUCIR; ``kwargs`` naming a ``TrainingParams`` field replace
+    it (conftest's :func:`tiny_training`), the others go to LUCIR."""
+    training, kwargs = split_training(kwargs)
     return LUCIR(
         backbone=SmallCNN(in_channels=3, width=8) if backbone is None else backbone,
-        train_epochs=epochs,
-        eval_mb_size=64,
-        mem_per_class=5,
+        training=tiny_training(epochs=epochs, **training),
         device="cpu",
         plugins=list(plugins),
         evaluator=make_evaluator(),
@@ -325,10 +325,8 @@ def test_optimizer_instance_and_scheduler_as_for_avalanche(benchmark):
 
     strategy = LUCIR(
         backbone=backbone,
+        training=TrainingParams(epochs=2, batch_size=16, mem_per_class=5),
         optimizer=optimizer,
-        train_epochs=2,
-        train_mb_size=16,
-        mem_per_class=5,
         device="cpu",
         plugins=[schedule, Probe(before_training_exp=check)],
         evaluator=make_evaluator(),
@@ -422,7 +420,7 @@ def test_resnet_backbones(factory, dim, size):
     backbone = factory()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        strategy = make_lucir(backbone=backbone, feature_dim=dim, train_mb_size=8)
+        strategy = make_lucir(backbone=backbone, feature_dim=dim, batch_size=8)
     assert not [w for w in caught if "ReLU" in str(w.message)]
     assert strategy.model.head.in_features == dim
     assert features(backbone, x).shape == (8, dim)

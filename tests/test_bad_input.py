@@ -20,7 +20,8 @@ CASES = {
     "unknown key": (["--config", "{bad_yaml}"], ["unknown key(s) lrr"]),
     "wrong type": (["--epochs", "ten"], ["epochs='ten'", "expected int"]),
     "negative lr": (["--lr", "-0.1"], ["lr=-0.1", "must be > 0"]),
-    "fraction above 1": (["--m1", "1.5"], ["m1=1.5", "in [0, 1]"]),
+    "fraction above 1": (["--bdr.m1", "1.5"], ["bdr.m1=1.5", "in [0, 1]"]),
+    "old flat key": (["--m1", "0.5"], ["did you mean --bdr.m1?"]),
     "zero batch": (["--batch_size", "0"], ["batch_size=0", ">= 1"]),
     "unknown choice": (["--backbone", "vgg"], ["backbone='vgg'", "resnet18_cifar"]),
     "phases do not split digits": (

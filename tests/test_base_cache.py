@@ -36,10 +36,15 @@ from bdr_avalanche.experiment.base_cache import (
     base_settings,
 )
 from bdr_avalanche.experiment.compare import run_comparison
-from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
+from bdr_avalanche.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_keys,
+)
 from bdr_avalanche.experiment.factories import build_benchmark, validate
 from bdr_avalanche.experiment.run_folder import MARKER
 from bdr_avalanche.experiment.runner import run_experiment
+from bdr_avalanche.params import HParam
 
 TINY = TINY_RUN
 LOGGER = "bdr_avalanche.experiment.base_cache"
@@ -61,6 +66,7 @@ def entries(folder: Path) -> dict[str, bytes]:
 
 # -- which settings decide the first experience -------------------------
 def test_every_config_key_is_declared_once():
+    """Top-level keys one by one; a method's record (``bdr``) as a whole."""
     keys = {f.name for f in dataclasses.fields(ExperimentConfig)}
     assert set(FIRST_EXPERIENCE_KEYS) | set(LATER_KEYS) == keys
     assert not set(FIRST_EXPERIENCE_KEYS) & set(LATER_KEYS)
@@ -95,16 +101,16 @@ ALTERNATIVES = {
     "lr_decay": [0.5],
     "eval_batch_size": [32],
     "mem_per_class": [1],
-    "lambda_base": [1.0],
-    "margin": [0.2],
-    "k": [1],
-    "mr_weight": [0.5],
-    "cwd_coef": [0.1],
-    "reject_threshold": [100],
-    "m1": [0.5],
-    "m2": [0.5],
-    "bdr_momentum": [0.9],
-    "tau": [2.0],
+    "lucir.lambda_base": [1.0],
+    "lucir.margin": [0.2],
+    "lucir.k": [1],
+    "lucir.mr_weight": [0.5],
+    "cwd.coef": [0.1],
+    "cwd.reject_threshold": [100],
+    "bdr.m1": [0.5],
+    "bdr.m2": [0.5],
+    "bdr.momentum": [0.9],
+    "bdr.tau": [2.0],
     "device": ["cuda"],
     "output_dir": ["OTHER"],
     "fast_input": [True],
@@ -126,8 +132,31 @@ ALTERNATIVES = {
 }
 
 
+def _another(hp: HParam) -> list:
+    """A valid value other than the default, for a record's field that
+    ``ALTERNATIVES`` does not list (a field added to a record)."""
+    if hp.default is None:
+        return [1]
+    if isinstance(hp.default, bool):
+        return [not hp.default]
+    if hp.kind == "fraction":
+        return [hp.default / 2 if hp.default else 0.5]
+    return [hp.default + 1]
+
+
+for _key, _spec in config_keys().items():
+    if _spec.group is not None and _key not in ALTERNATIVES:
+        ALTERNATIVES[_key] = _another(_spec.hparam)
+
+
 def test_every_config_key_has_an_alternative_value():
-    assert set(ALTERNATIVES) == {f.name for f in dataclasses.fields(ExperimentConfig)}
+    assert set(ALTERNATIVES) == set(config_keys())
+
+
+def _declared(key: str) -> str:
+    """The declared key of a config key: a record's field is declared with
+    its record (``bdr.m1`` -> ``bdr``)."""
+    return key.partition(".")[0]
 
 
 STREAM_KEYS = ("dataset", "dataset_root", "n_base", "n_phases", "class_order_seed",
@@ -181,7 +210,7 @@ def test_the_key_changes_exactly_with_the_settings_of_the_first_experience(
             for value in values:
                 value = replace.get(value, value) if isinstance(value, str) else value
                 try:
-                    other = dataclasses.replace(base, **{key: value})
+                    other = base.replace({key: value})
                 except ConfigError:
                     continue
                 settings = _settings(other, streams)
@@ -189,11 +218,15 @@ def test_the_key_changes_exactly_with_the_settings_of_the_first_experience(
                     changed.setdefault(key, []).append(settings != reference)
     untried = sorted(set(ALTERNATIVES) - set(changed))
     assert not untried, f"no valid alternative value for {untried}"
-    never = sorted(k for k in FIRST_EXPERIENCE_KEYS if not any(changed[k]))
+    # a record's fields: as their record is declared (each field of cwd
+    # changes the key, no field of bdr does)
+    first = [k for k in changed if _declared(k) in FIRST_EXPERIENCE_KEYS]
+    never = sorted(k for k in first if not any(changed[k]))
     assert not never, (
         f"declared to decide the first experience, never in the key: {never}"
     )  # noqa: E501
-    leaking = sorted(k for k in LATER_KEYS if any(changed[k]))
+    later = [k for k in changed if _declared(k) in LATER_KEYS]
+    leaking = sorted(k for k in later if any(changed[k]))
     assert not leaking, f"declared later-only, yet they change the key: {leaking}"
 
 
@@ -203,9 +236,9 @@ def test_later_only_settings_do_not_change_the_first_experience(tmp_path):
     experience's weights and accuracy as they were."""
     common = {**TINY, "reuse_base": False}
     a = run(tmp_path, "a", method="lucir_cwd", **common)
-    later = {"n_phases": 2, "lambda_base": 1.0, "margin": 0.2, "k": 1,
-             "mr_weight": 0.5, "m1": 0.5, "m2": 0.6, "bdr_momentum": 0.9,
-             "tau": 2.0}  # fmt: skip
+    later = {"n_phases": 2,
+             "lucir": {"lambda_base": 1.0, "margin": 0.2, "k": 1, "mr_weight": 0.5},
+             "bdr": {"m1": 0.5, "m2": 0.6, "momentum": 0.9, "tau": 2.0}}  # fmt: skip
     b = run(tmp_path, "b", method="lucir_cwd_bdr", **common, **later)
     assert a["accuracy_matrix"][0][0] == b["accuracy_matrix"][0][0]
     wa, wb = weights(tmp_path, "a", 0), weights(tmp_path, "b", 0)
@@ -213,7 +246,9 @@ def test_later_only_settings_do_not_change_the_first_experience(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("setting", [{"reject_threshold": 100}, {"num_workers": 1}])
+@pytest.mark.parametrize(
+    "setting", [{"cwd": {"reject_threshold": 100}}, {"num_workers": 1}]
+)
 def test_a_setting_of_the_first_experience_is_not_shared(tmp_path, setting):
     first = run(tmp_path, "a", method="lucir_cwd")
     other = run(tmp_path, "b", method="lucir_cwd", **setting)
@@ -326,7 +361,8 @@ def test_only_settings_of_the_first_experience_share_it(tmp_path):
     assert run(tmp_path, "b", method="lucir_cwd_bdr", n_phases=2)["base_model"][
         "reused"
     ]
-    assert run(tmp_path, "c", method="lucir_cwd", margin=0.3)["base_model"]["reused"]
+    again = run(tmp_path, "c", method="lucir_cwd", lucir={"margin": 0.3})
+    assert again["base_model"]["reused"]
     # CwD acts in the first experience: LUCIR alone trains its own
     lucir = run(tmp_path, "d", method="lucir")
     assert not lucir["base_model"]["reused"]

@@ -35,6 +35,7 @@ from bdr_avalanche.baselines.fixes import (
 )
 from bdr_avalanche.baselines.registry import REGISTRY
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import DERParams, LwFParams, TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 MEM = 5  # per class, with 30 training samples per class
@@ -90,13 +91,15 @@ def _build(name: str, plugins=(), **kwargs):
         name,
         backbone=SmallCNN(in_channels=3, width=8),
         num_classes=6,
-        mem_per_class=MEM,
-        lr=LR,
-        milestones=(1,),
-        lr_decay=DECAY,
-        train_mb_size=10,
-        train_epochs=2,
-        eval_mb_size=64,
+        training=TrainingParams(
+            mem_per_class=MEM,
+            lr=LR,
+            milestones=[1],
+            lr_decay=DECAY,
+            batch_size=10,
+            epochs=2,
+            eval_batch_size=64,
+        ),
         device="cpu",
         evaluator=make_evaluator(),
         plugins=plugins,
@@ -264,9 +267,26 @@ def test_unknown_baseline_and_bad_arguments():
     with pytest.raises(ValueError, match="out_dim"):
         make_baseline("naive", backbone=torch.nn.Linear(3, 3), num_classes=6)
     with pytest.raises(ValueError, match="mem_per_class must be >= 2"):
-        make_baseline("bic", backbone=SmallCNN(3, 8), num_classes=6, mem_per_class=1)
+        make_baseline(
+            "bic",
+            backbone=SmallCNN(3, 8),
+            num_classes=6,
+            training=TrainingParams(mem_per_class=1),
+        )
     with pytest.raises(ValueError, match="lr"):
-        make_baseline("naive", backbone=SmallCNN(3, 8), num_classes=6, lr=0.0)
+        TrainingParams(lr=0.0)
+    for first in ({"first_lr": 0.5}, {"first_batch_size": 4}):
+        with pytest.raises(ValueError, match=f"cannot take {next(iter(first))}"):
+            make_baseline(
+                "naive",
+                backbone=SmallCNN(3, 8),
+                num_classes=6,
+                training=TrainingParams(**first),
+            )
+    with pytest.raises(ValueError, match="takes LwFParams, not a DERParams"):
+        make_baseline(
+            "lwf", backbone=SmallCNN(3, 8), num_classes=6, hparams=DERParams()
+        )
 
 
 def test_tables_cover_every_baseline():
@@ -337,8 +357,7 @@ def _quick(name: str, hparams=None, **kwargs):
         name,
         backbone=SmallCNN(3, 8),
         num_classes=6,
-        mem_per_class=MEM,
-        train_mb_size=10,
+        training=TrainingParams(mem_per_class=MEM, batch_size=10),
         device="cpu",
         evaluator=make_evaluator(),
         hparams=hparams,
@@ -385,12 +404,9 @@ def test_unknown_hparam_lists_the_allowed_ones(name):
 def test_documented_defaults_are_the_defaults_used(name):
     baseline = REGISTRY[name]
     table = baseline.hparams
-    # the factory's signature takes its keyword arguments from the table
-    params = list(inspect.signature(baseline.factory).parameters.values())[1:]
-    assert all(p.kind is p.KEYWORD_ONLY for p in params)
-    assert {p.name: p.default for p in params} == {
-        key: hp.default for key, hp in table.items()
-    }
+    # the factory takes the record (when the baseline has one)
+    params = list(inspect.signature(baseline.factory).parameters)[1:]
+    assert params == ([] if baseline.record is None else ["params"])
     # its docstring states the table's help, default and range
     doc = " ".join((baseline.factory.__doc__ or "").split())
     for key, hp in table.items():
@@ -407,4 +423,9 @@ def test_unranged_hparam_is_passed_unchecked():
     assert icarl.hparams["buffer_transform"].kind is None
     transform = torch.nn.Identity()
     checked = icarl.check_hparams({"buffer_transform": transform})
-    assert checked == {"buffer_transform": transform}
+    assert checked.buffer_transform is transform
+
+
+def test_a_record_is_taken_as_it_is():
+    strategy = _quick("lwf", hparams=LwFParams(alpha=0.3, temperature=3.0))
+    assert _used_hparams("lwf", strategy) == {"alpha": 0.3, "temperature": 3.0}

@@ -57,7 +57,7 @@ def test_help_exits_0_with_the_usage(help_run):
     assert result.returncode == 0, result.stderr[-2000:]
     command = " ".join(args[:-1])
     assert stdout.startswith(f"usage: bdr-avalanche {command}".rstrip())
-    assert "--lambda_base" in stdout or args == ["--help"]
+    assert "--lucir.lambda_base" in stdout or args == ["--help"]
 
 
 def test_help_prints_no_warning(help_run):

@@ -69,6 +69,7 @@ from bdr_avalanche.functional import (
     update_class_statistics,
 )
 from bdr_avalanche.models import CosineIncrementalNet
+from bdr_avalanche.params import BDRParams, LUCIRParams, TrainingParams
 from bdr_avalanche.plugins.compat import (
     COMPATIBILITY,
     PLUGINS,
@@ -189,14 +190,12 @@ def build(family: Family, name: str, checks: Checks):
     if family is Family.LUCIR:
         strategy = LUCIR(
             backbone=TinyBackbone(),
-            train_mb_size=BATCH,
-            train_epochs=1,
-            eval_mb_size=60,
-            mem_per_class=5,
-            bdr=name == "BDRPlugin",
-            bdr_momentum=0.5,
+            training=TrainingParams(
+                batch_size=BATCH, epochs=1, eval_batch_size=60, mem_per_class=5
+            ),
+            lucir=LUCIRParams(margin=MARGIN),
             cwd=name == "CwDPlugin",
-            margin=MARGIN,
+            bdr=BDRParams(momentum=0.5) if name == "BDRPlugin" else False,
             device="cpu",
             plugins=[checks],
             evaluator=EvaluationPlugin(loggers=[]),
@@ -309,7 +308,9 @@ def check_bdr(family: Family, stream) -> None:
         centres, scatters = update_class_statistics(
             state["counts"], centres, scatters, f, y
         )
-        estimate = bdr_log_prior(state["counts"], scatters, plugin.m2, plugin.tau)
+        estimate = bdr_log_prior(
+            state["counts"], scatters, plugin.params.m2, plugin.params.tau
+        )
         torch.testing.assert_close(plugin.centres, centres)
         torch.testing.assert_close(plugin.scatters, scatters)
         torch.testing.assert_close(plugin.prior, torch.lerp(estimate, prior, 0.5))
@@ -359,8 +360,8 @@ def check_cwd(family: Family, stream) -> None:
         base = strategy._criterion(strategy.mb_output, strategy.mb_y)
         with torch.no_grad():
             f = features_of(strategy.model, strategy.mb_x)
-        term = plugin.coef * class_wise_decorrelation_loss(
-            f, strategy.mb_y, plugin.reject_threshold
+        term = plugin.params.coef * class_wise_decorrelation_loss(
+            f, strategy.mb_y, plugin.params.reject_threshold
         )
         assert term > 1e-4
         torch.testing.assert_close(plugin.last_loss, term)
@@ -391,8 +392,12 @@ def check_lucir(family: Family, stream) -> None:
         f = strategy.model.backbone(x)
         head = strategy.model.head
         lf = plugin.lambda_ * less_forget_loss(f, f_old)
-        mr = plugin.mr_weight * margin_ranking_loss(
-            z / head.sigma, y, plugin.num_old_classes, plugin.margin, plugin.k
+        mr = plugin.params.mr_weight * margin_ranking_loss(
+            z / head.sigma,
+            y,
+            plugin.num_old_classes,
+            plugin.params.margin,
+            plugin.params.k,
         )
         torch.testing.assert_close(plugin.last_losses["less_forget"], lf.detach())
         torch.testing.assert_close(plugin.last_losses["margin_ranking"], mr.detach())

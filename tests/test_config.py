@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from bdr_avalanche.experiment.cli import build_parser, main
 from bdr_avalanche.experiment.config import (
     ConfigError,
     ExperimentConfig,
+    config_keys,
     load_config,
     parse_value,
 )
@@ -51,7 +51,12 @@ def test_inherit_cycle_is_reported(tmp_path):
         ("epoch: 5\n", r"unknown key\(s\) epoch in .*bad.yaml"),
         ("epochs: ten\n", r"epochs='ten' has the wrong type; expected int"),
         ("epochs: 0\n", r"epochs=0 is not allowed; it must be >= 1"),
-        ("m1: 1.5\n", r"m1=1.5 is not allowed; it must be in \[0, 1\]"),
+        ("bdr: {m1: 1.5}\n", r"bdr.m1=1.5 is not allowed; it must be in \[0, 1\]"),
+        ("bdr.m1: 1.5\n", r"bdr.m1=1.5 is not allowed; it must be in \[0, 1\]"),
+        ("bdr: {m1: x}\n", r"bdr.m1='x' has the wrong type; expected float"),
+        ("bdr: {nope: 1}\n", r"unknown key\(s\) bdr.nope"),
+        ("m1: 0.5\n", r"unknown key 'm1' in .*bad.yaml; did you mean 'bdr.m1'\?"),
+        ("cwd_coef: 0.5\n", r"unknown key 'cwd_coef' in .*; did you mean 'cwd.coef'\?"),
         ("method: ewc\n", r"method='ewc' is not allowed; choose one of lucir, "),
         (
             "milestones: [120, 80]\n",
@@ -83,6 +88,10 @@ def test_parse_value():
     assert parse_value("first_lr", "null") is None
     assert parse_value("name", "123") == "123"
     assert parse_value("wandb_tags", "a,b") == ["a", "b"]
+    assert parse_value("bdr.m1", "0.6") == 0.6
+    assert parse_value("der.batch_size_mem", "") is None
+    with pytest.raises(ConfigError, match="did you mean 'bdr.momentum'"):
+        parse_value("bdr_momentum", "0.9")
 
 
 def test_every_preset_loads_and_validates():
@@ -98,18 +107,32 @@ def test_every_preset_loads_and_validates():
         10,
         160,
     )
-    assert (bdr.milestones, bdr.lr, bdr.mem_per_class, bdr.m1) == (
+    assert (bdr.milestones, bdr.lr, bdr.mem_per_class, bdr.bdr.m1) == (
         [80, 120],
         0.1,
         20,
         0.8,
     )
     subset = load_config([CONFIGS / "imagenet_subset" / "b50_25phases_lucir.yaml"])
-    assert (subset.dataset, subset.lambda_base, subset.n_phases) == (
+    assert (subset.dataset, subset.lucir.lambda_base, subset.n_phases) == (
         "imagefolder",
         10.0,
         25,
     )
+    assert subset.lucir.margin == 0.5  # the other fields are inherited
+
+
+def test_records_nest_and_inherit_field_by_field(tmp_path):
+    (tmp_path / "base.yaml").write_text("bdr: {m1: 0.6, m2: 0.7}\n")
+    (tmp_path / "child.yaml").write_text("inherit: base.yaml\nbdr: {m2: 0.5}\n")
+    cfg = load_config([tmp_path / "child.yaml"], {"bdr.tau": 2.0})
+    assert (cfg.bdr.m1, cfg.bdr.m2, cfg.bdr.tau) == (0.6, 0.5, 2.0)
+    assert cfg.flat()["bdr.m1"] == 0.6 and cfg.to_dict()["bdr"]["m2"] == 0.5
+    # a run's stored config.yaml (nested) gives the same config back
+    assert ExperimentConfig(**cfg.to_dict()) == cfg
+    assert cfg.replace({"cwd.coef": 0.1}).diff(cfg) == {"cwd.coef": (0.1, 0.5)}
+    with pytest.raises(ConfigError, match="did you mean 'lwf.alpha' or 'der.alpha'"):
+        load_config([], {"alpha": 1.0})
 
 
 @pytest.mark.parametrize("command", ["run", "compare"])
@@ -118,8 +141,9 @@ def test_help_documents_every_key(command, capsys):
         build_parser().parse_args([command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for f in fields(ExperimentConfig):
-        assert f"--{f.name}" in text, f.name
+    for key in config_keys():
+        assert f"--{key} " in text or key == "method", key
+    assert "--bdr.m1 0.6" in text  # the key style, in the epilog
     assert "--config" in text and "--overwrite" in text
 
 
@@ -128,6 +152,11 @@ def test_help_documents_every_key(command, capsys):
     [
         (["run", "--epochs", "0"], "epochs=0 is not allowed"),
         (["run", "--bogus", "1"], "unrecognized arguments: --bogus"),
+        (
+            ["run", "--cwd_coef", "1"],
+            "unknown option --cwd_coef; did you mean --cwd.coef?",
+        ),
+        (["run", "--bdr.m1", "2"], "bdr.m1=2.0 is not allowed; it must be in [0, 1]"),
         (["run", "--device", "cuda:7"], "device='cuda:7' does not exist"),
         (["run", "--device", "banana"], "device='banana' is not a device"),
         (["run", "--backbone", "resnet32"], "needs RGB images; digits is grey-scale"),

@@ -14,13 +14,9 @@ import sys
 import pytest
 
 from bdr_avalanche.experiment.cli import main
-from bdr_avalanche.experiment.config import (
-    ConfigError,
-    _parse,
-    _read_yaml,
-    load_config,
-    parse_value,
-)
+from bdr_avalanche.experiment.config import ConfigError, load_config, parse_value
+from bdr_avalanche.experiment.config.files import _read_yaml
+from bdr_avalanche.experiment.config.text import _parse
 
 FILES = {
     "inherit_int.yaml": "inherit: 5\n",

@@ -9,6 +9,7 @@ from probe import Probe
 from bdr_avalanche import LUCIR
 from bdr_avalanche.functional import class_wise_decorrelation_loss
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import CwDParams, TrainingParams
 from bdr_avalanche.protocol import make_evaluator
 
 
@@ -40,11 +41,8 @@ def test_cwd_acts_in_first_experience_only(benchmark):
 
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=1,
-        train_mb_size=16,
-        mem_per_class=5,
-        cwd=True,
-        cwd_coef=0.7,
+        training=TrainingParams(epochs=1, batch_size=16, mem_per_class=5),
+        cwd=CwDParams(coef=0.7),
         device="cpu",
         plugins=[Probe(before_training_exp=attach, before_backward=check)],
         evaluator=make_evaluator(),

@@ -42,7 +42,12 @@ from bdr_avalanche.benchmarks.transforms import (
     small_image_transforms,
     torchvision_transforms,
 )
-from bdr_avalanche.experiment.config import BACKBONES, ConfigError, ExperimentConfig
+from bdr_avalanche.experiment.config import (
+    BACKBONES,
+    ConfigError,
+    ExperimentConfig,
+    config_keys,
+)
 from bdr_avalanche.experiment.config import DATASETS as CONFIG_DATASETS
 from bdr_avalanche.experiment.factories import (
     build_batch_augment,
@@ -108,7 +113,7 @@ def test_config_resolves_to_the_spec(name):
 
 def test_help_names_the_spec_defaults():
     """``--help`` says what the specs hold (the texts written out before)."""
-    help_ = {f.name: f.metadata["help"] for f in dataclasses.fields(ExperimentConfig)}
+    help_ = {key: spec.hparam.help for key, spec in config_keys().items()}
     assert defaults_text("n_base") == "4 digits, 50 cifar100/imagefolder, 500 imagenet"
     assert defaults_text("n_phases") == "3 digits, else 5"
     assert help_["dataset"] == (

@@ -6,6 +6,7 @@ import numpy as np
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 
@@ -13,11 +14,9 @@ def test_lucir_cwd_bdr_end_to_end(benchmark):
     """Three experiences give a consistent accuracy matrix and forgetting."""
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        lr=0.05,
-        train_epochs=4,
-        milestones=(3,),
-        train_mb_size=16,
-        mem_per_class=5,
+        training=TrainingParams(
+            lr=0.05, epochs=4, milestones=(3,), batch_size=16, mem_per_class=5
+        ),
         cwd=True,
         bdr=True,
         device="cpu",

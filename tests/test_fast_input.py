@@ -7,6 +7,7 @@ import fake_datasets as fake
 import pytest
 import torch
 from avalanche.training.determinism.rng_manager import RNGManager
+from conftest import tiny_training
 from probe import Probe
 from torch import nn
 from torchvision.transforms import functional as TF
@@ -16,7 +17,9 @@ from bdr_avalanche.benchmarks import cifar100_transforms, split_cifar100, split_
 from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.factories import build_batch_augment, num_workers
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.plugins.guard import step_loss_terms
 from bdr_avalanche.protocol import make_evaluator
+from bdr_avalanche.training import Speed
 from bdr_avalanche.training.augment import BatchAugment
 from bdr_avalanche.training.fast_input import DeviceBatchLoader, stack_untransformed
 
@@ -79,15 +82,12 @@ def test_digits_recipe_crops_inside_the_padded_image():
     assert matches[4].float().mean() < 0.5  # not all unshifted
 
 
-def make_lucir(**kwargs) -> LUCIR:
+def make_lucir(speed: Speed | None = None, **kwargs) -> LUCIR:
     RNGManager.set_random_seeds(0)
     return LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=2,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=5,
+        training=tiny_training(epochs=2),
+        speed=speed,
         device="cpu",
         evaluator=make_evaluator(),
         finite_check_every=1,
@@ -109,7 +109,9 @@ def test_lucir_trains_identically_on_both_input_paths(benchmark):
         plain.train(experience, shuffle=False)
     loaders = []
     probe = Probe(before_training_epoch=lambda s: loaders.append(type(s.dataloader)))
-    fast = make_lucir(cwd=True, bdr=True, batch_augment=identity, plugins=[probe])
+    fast = make_lucir(
+        Speed(batch_augment=identity), cwd=True, bdr=True, plugins=[probe]
+    )
     for t, experience in enumerate(benchmark.train_stream):
         RNGManager.set_random_seeds(t)
         fast.train(experience, shuffle=False)
@@ -138,11 +140,12 @@ def test_amp_forward_gives_float32_logits(benchmark, dtype):
             record(strategy)
 
     probe = Probe(after_forward=record_under_autocast)
-    strategy = make_lucir(cwd=True, bdr=True, amp_dtype=dtype, plugins=[probe])
+    strategy = make_lucir(Speed(amp_dtype=dtype), cwd=True, bdr=True, plugins=[probe])
     for experience in benchmark.train_stream:
         strategy.train(experience)
     assert dtypes == {torch.float32, dtype}  # half features, float32 logits
-    assert all(torch.isfinite(t).all() for t in strategy.loss_terms().values())
+    terms = step_loss_terms(strategy).values()
+    assert all(torch.isfinite(t).all() for t in terms)
 
 
 def test_channels_last_model_and_batches(benchmark):
@@ -153,7 +156,9 @@ def test_channels_last_model_and_batches(benchmark):
             s.mb_x.is_contiguous(memory_format=torch.channels_last)
         )
     )
-    strategy = make_lucir(channels_last=True, batch_augment=identity, plugins=[probe])
+    strategy = make_lucir(
+        Speed(channels_last=True, batch_augment=identity), plugins=[probe]
+    )
     strategy.train(benchmark.train_stream[0])
     conv = next(m for m in strategy.model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -162,7 +167,7 @@ def test_channels_last_model_and_batches(benchmark):
 
 def test_amp_dtype_must_be_floating():
     with pytest.raises(ValueError, match="amp_dtype"):
-        make_lucir(amp_dtype=torch.int8)
+        make_lucir(Speed(amp_dtype=torch.int8))
 
 
 def test_fast_input_default_is_cuda_with_in_memory_data():

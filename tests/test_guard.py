@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.training import Naive
+from conftest import tiny_training
 from torch import nn
 
 import bdr_avalanche.plugins.bdr as bdr_module
@@ -13,17 +14,14 @@ import bdr_avalanche.plugins.lucir as lucir_module
 from bdr_avalanche import LUCIR
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.plugins import BDRPlugin, FiniteLossGuard, NonFiniteLossError
+from bdr_avalanche.plugins.guard import step_loss_terms
 from bdr_avalanche.protocol import make_evaluator
 
 
 def make_lucir(check_every: int = 1, **kwargs) -> LUCIR:
     return LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=5,
+        training=tiny_training(),
         device="cpu",
         evaluator=make_evaluator(),
         finite_check_every=check_every,
@@ -154,7 +152,7 @@ def test_lucir_cwd_bdr_train_finite_under_autocast(benchmark, dtype):
     with torch.autocast("cpu", dtype=dtype):
         for experience in benchmark.train_stream:
             strategy.train(experience)
-    terms = strategy.loss_terms()
+    terms = step_loss_terms(strategy)
     assert {"classification", "less_forget", "margin_ranking", "bdr_prior"} <= set(
         terms
     )

@@ -1,10 +1,10 @@
-"""Hyper-parameters are declared once: the command line's help, the config's
-defaults and checks, the strategy's and the plugins' signatures, checks and
-docstrings all agree, and the help texts say what the code does."""
+"""Hyper-parameters are declared once, as fields of the records of
+:mod:`bdr_avalanche.params`: the command line's help, the config's checks,
+the plugins' docstrings and the checks of the plugins and of LUCIR all
+read them, and the help texts say what the code does."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from dataclasses import fields
@@ -12,65 +12,75 @@ from dataclasses import fields
 import pytest
 
 from bdr_avalanche import LUCIR
-from bdr_avalanche.baselines import make_baseline
 from bdr_avalanche.experiment.cli import build_parser
 from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
-from bdr_avalanche.hparams import KINDS, HParam, document_hparams
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import (
+    KINDS,
+    BDRParams,
+    BiCParams,
+    CwDParams,
+    DERParams,
+    HParam,
+    LUCIRParams,
+    LwFParams,
+    Params,
+    TrainingParams,
+    document_hparams,
+    hparams_of,
+    params,
+)
 from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
 
-# config key, LUCIR's argument, plugin, plugin's argument, stated range, a bad value
-PLUGIN_KEYS = [
-    ("lambda_base", "lambda_base", LUCIRPlugin, "lambda_base", ">= 0", -1.0),
-    ("margin", "margin", LUCIRPlugin, "margin", ">= 0", -0.5),
-    ("k", "k", LUCIRPlugin, "k", ">= 1", 0),
-    ("mr_weight", "mr_weight", LUCIRPlugin, "mr_weight", ">= 0", -2.0),
-    ("cwd_coef", "cwd_coef", CwDPlugin, "coef", ">= 0", -1.0),
-    ("reject_threshold", "reject_threshold", CwDPlugin, "reject_threshold", ">= 1", 0),
-    ("m1", "m1", BDRPlugin, "m1", "in [0, 1]", 1.5),
-    ("m2", "m2", BDRPlugin, "m2", "in [0, 1]", -0.1),
-    ("bdr_momentum", "bdr_momentum", BDRPlugin, "momentum", "in [0, 1]", 2.0),
-    ("tau", "tau", BDRPlugin, "tau", "> 0", 0.0),
-]
-# config key, LUCIR's argument, stated range, a bad value
-STRATEGY_KEYS = [
-    ("lr", "lr", "> 0", 0.0),
-    ("first_lr", "first_lr", "> 0", -1.0),
-    ("momentum", "momentum", "in [0, 1]", 1.5),
-    ("weight_decay", "weight_decay", ">= 0", -1.0),
-    ("milestones", "milestones", "increasing epochs >= 1", [120, 80]),
-    ("lr_decay", "lr_decay", "> 0", 0.0),
-    ("mem_per_class", "mem_per_class", ">= 1", 0),
-    ("batch_size", "train_mb_size", ">= 1", 0),
-    ("first_batch_size", "first_train_mb_size", ">= 1", 0),
-    ("epochs", "train_epochs", ">= 1", 0),
-    ("eval_batch_size", "eval_mb_size", ">= 1", 0),
-]
-# make_baseline shares these with LUCIR
-BASELINE_KEYS = {
-    "lr",
-    "momentum",
-    "weight_decay",
-    "milestones",
-    "lr_decay",
-    "mem_per_class",
-    "train_mb_size",
-    "train_epochs",
-    "eval_mb_size",
+RECORDS = [TrainingParams, LUCIRParams, CwDParams, BDRParams, LwFParams, BiCParams]
+RECORDS.append(DERParams)
+PLUGINS = {LUCIRPlugin: LUCIRParams, CwDPlugin: CwDParams, BDRPlugin: BDRParams}
+# LUCIR's argument taking each record
+LUCIR_ARGUMENT = {
+    TrainingParams: "training",
+    LUCIRParams: "lucir",
+    CwDParams: "cwd",
+    BDRParams: "bdr",
 }
+# config group (command-line prefix) of each method's record
+GROUP = {LUCIRParams: "lucir", CwDParams: "cwd", BDRParams: "bdr"}
+# record, field, stated range, a bad value
+BAD = [
+    (LUCIRParams, "lambda_base", ">= 0", -1.0),
+    (LUCIRParams, "margin", ">= 0", -0.5),
+    (LUCIRParams, "k", ">= 1", 0),
+    (LUCIRParams, "mr_weight", ">= 0", -2.0),
+    (CwDParams, "coef", ">= 0", -1.0),
+    (CwDParams, "reject_threshold", ">= 1", 0),
+    (BDRParams, "m1", "in [0, 1]", 1.5),
+    (BDRParams, "m2", "in [0, 1]", -0.1),
+    (BDRParams, "momentum", "in [0, 1]", 2.0),
+    (BDRParams, "tau", "> 0", 0.0),
+    (TrainingParams, "lr", "> 0", 0.0),
+    (TrainingParams, "first_lr", "> 0", -1.0),
+    (TrainingParams, "momentum", "in [0, 1]", 1.5),
+    (TrainingParams, "weight_decay", ">= 0", -1.0),
+    (TrainingParams, "milestones", "increasing epochs >= 1", [120, 80]),
+    (TrainingParams, "lr_decay", "> 0", 0.0),
+    (TrainingParams, "mem_per_class", ">= 1", 0),
+    (TrainingParams, "batch_size", ">= 1", 0),
+    (TrainingParams, "first_batch_size", ">= 1", 0),
+    (TrainingParams, "epochs", ">= 1", 0),
+    (TrainingParams, "eval_batch_size", ">= 1", 0),
+]
 # The texts the issue asked for, as --help must show them.
 EXPECTED_HELP = {
-    "m1": "BDR: weight of the class-frequency term psi against the inverse-scatter "
+    "bdr.m1": "weight of the class-frequency term psi against the inverse-scatter "
     "term omega in the prior measured at the start of an experience",
-    "m2": "BDR: weight of the class-frequency term psi against the inverse-scatter "
+    "bdr.m2": "weight of the class-frequency term psi against the inverse-scatter "
     "term omega in the per-step estimate of the prior",
-    "bdr_momentum": "BDR: momentum with which the prior follows its per-step estimate",
-    "tau": "BDR: exponent tau of the psi/omega mixture in the prior",
-    "reject_threshold": "CwD: classes with at most this many samples in a batch "
+    "bdr.momentum": "momentum with which the prior follows its per-step estimate",
+    "bdr.tau": "exponent tau of the psi/omega mixture in the prior",
+    "cwd.reject_threshold": "classes with at most this many samples in a batch "
     "are skipped",
-    "cwd_coef": "CwD: weight eta of the CwD term, which is added in the first "
+    "cwd.coef": "weight eta of the CwD term, which is added in the first "
     "experience only",
-    "lambda_base": "LUCIR: base weight of the less-forget term",
+    "lucir.lambda_base": "base weight of the less-forget term",
 }
 WRONG_HELP = [
     "prior weight of the old classes",
@@ -84,6 +94,15 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
+def key_of(record: type[Params], name: str) -> str:
+    """The config key of a field: flat for the training fields, else dotted."""
+    return name if record is TrainingParams else f"{GROUP[record]}.{name}"
+
+
+def record_fields() -> list[tuple[type[Params], str, HParam]]:
+    return [(r, n, hp) for r in RECORDS for n, hp in hparams_of(r).items()]
+
+
 @pytest.fixture(scope="module")
 def run_help() -> dict[str, str]:
     """``bdr-avalanche run --help``, one whitespace-normalised entry per option."""
@@ -94,9 +113,9 @@ def run_help() -> dict[str, str]:
         text = subparsers.choices["run"].format_help()
     entries = {}
     for block in text.split("\n  --")[1:]:
-        # "m1 VALUE   help" or "bdr_momentum VALUE, --bdr-momentum VALUE\n   help"
+        block = re.split(r"\n\s*\n", block)[0]  # not the epilog
         invocation, help = re.split(r"\s{2,}", block.strip(), maxsplit=1)
-        entries[invocation.split()[0]] = words(help)
+        entries.setdefault(invocation.split()[0], words(help))  # not the epilog
     return entries
 
 
@@ -104,53 +123,86 @@ def make_lucir(**kwargs) -> LUCIR:
     return LUCIR(backbone=SmallCNN(in_channels=1, width=4), device="cpu", **kwargs)
 
 
-def config_default(key: str):
-    (f,) = [f for f in fields(ExperimentConfig) if f.name == key]
-    return getattr(ExperimentConfig(), key), f
+@pytest.mark.parametrize(
+    ("record", "name", "hp"),
+    record_fields(),
+    ids=[f"{r.__name__}.{n}" for r, n, _ in record_fields()],
+)
+def test_every_field_has_help_and_a_default_in_range(record, name, hp):
+    assert hp.help and not hp.help.endswith(".")
+    assert hp.allows(hp.default)
+    assert getattr(record(), name) == hp.check(name, hp.default)
+    assert words(hp.help) in words(record.__doc__.split(f":param {name}: ")[1])
 
 
-def test_tables_cover_every_hyper_parameter():
-    """Every HParam of LUCIR is a config key in the tables above, and every
-    HParam of a plugin is re-exported by LUCIR."""
-    strategy_names = {row[1] for row in PLUGIN_KEYS + STRATEGY_KEYS}
-    assert strategy_names == set(LUCIR.HPARAMS)
-    for plugin in (LUCIRPlugin, CwDPlugin, BDRPlugin):
-        exported = {row[3] for row in PLUGIN_KEYS if row[2] is plugin}
-        assert exported == set(plugin.HPARAMS), plugin.__name__
+@pytest.mark.parametrize("plugin", list(PLUGINS), ids=lambda p: p.__name__)
+def test_plugins_take_their_record_and_document_its_fields(plugin):
+    """``PARAMS`` is the record; its fields are keyword arguments; the
+    docstring has one ``:param`` line per field, with its help text."""
+    record = PLUGINS[plugin]
+    assert plugin.PARAMS is record
+    assert plugin().params == record()
+    given = record()
+    assert plugin(given).params is given
+    for name, hp in hparams_of(record).items():
+        assert plugin.__doc__.count(f":param {name}:") == 1
+        assert words(hp.help) in words(plugin.__doc__.split(f":param {name}: ")[1])
+    with pytest.raises(TypeError, match="not both"):
+        plugin(given, **{next(iter(hparams_of(record))): given})
+    with pytest.raises(TypeError, match=f"unknown hyper-parameter.*{record.__name__}"):
+        plugin(nonsense=1)
 
 
-def test_each_table_is_defined_once():
-    """The classes' HPARAMS are the tables of bdr_avalanche.hparam_tables (a
-    module without torch, read by the config), not copies of them."""
-    from bdr_avalanche import hparam_tables as tables
-
-    assert LUCIR.HPARAMS is tables.LUCIR_HPARAMS
-    assert BDRPlugin.HPARAMS is tables.BDR_HPARAMS
-    assert CwDPlugin.HPARAMS is tables.CWD_HPARAMS
-    assert LUCIRPlugin.HPARAMS is tables.LUCIR_PLUGIN_HPARAMS
-    assert set(tables.STRATEGY_PLUGINS) == {"LUCIRPlugin", "CwDPlugin", "BDRPlugin"}
-    for plugin in (LUCIRPlugin, CwDPlugin, BDRPlugin):
-        assert tables.STRATEGY_PLUGINS[plugin.__name__].hparams is plugin.HPARAMS
-
-
-@pytest.mark.parametrize("row", PLUGIN_KEYS, ids=[r[0] for r in PLUGIN_KEYS])
-def test_plugin_help_is_the_command_line_help(row, run_help):
-    key, ours, plugin, name, _, _ = row
-    own = plugin.HPARAMS[name].help
-    assert own in run_help[key], key
-    assert LUCIR.HPARAMS[ours].help in run_help[key]
-    assert words(own) in words(plugin.__doc__.split(f":param {name}: ")[1])
-    assert plugin.__doc__.count(f":param {name}:") == 1
-    assert words(LUCIR.HPARAMS[ours].help) in words(
-        LUCIR.__doc__.split(f":param {ours}: ")[1]
-    )
+def test_lucir_takes_the_records():
+    records = {
+        "training": TrainingParams(epochs=3, lr=0.05),
+        "lucir": LUCIRParams(k=1),
+        "cwd": CwDParams(coef=0.1),
+        "bdr": BDRParams(m1=0.3),
+    }
+    strategy = make_lucir(**records)
+    assert strategy.training is records["training"]
+    assert strategy.train_epochs == 3
+    for name in ("lucir", "cwd", "bdr"):
+        assert getattr(strategy, name).params is records[name]
+    defaults = make_lucir(cwd=True, bdr=True)
+    assert defaults.training == TrainingParams()
+    assert defaults.cwd.params == CwDParams() and defaults.bdr.params == BDRParams()
+    assert make_lucir().cwd is None and make_lucir().bdr is None
 
 
-@pytest.mark.parametrize("row", STRATEGY_KEYS, ids=[r[0] for r in STRATEGY_KEYS])
-def test_strategy_help_is_the_command_line_help(row, run_help):
-    key, ours, _, _ = row
-    assert LUCIR.HPARAMS[ours].help in run_help[key], key
-    assert LUCIR.__doc__.count(f":param {ours}:") == 1
+@pytest.mark.parametrize(
+    ("record", "name", "bound", "bad"),
+    BAD,
+    ids=[f"{r[0].__name__}.{r[1]}" for r in BAD],
+)
+def test_out_of_range_values_state_the_range(record, name, bound, bad):
+    """The record refuses an out-of-range value, stating the range, when the
+    plugin or LUCIR is given it as a field, and the config refuses it too."""
+    assert bound in hparams_of(record)[name].bound
+    pattern = f"^{name} must be .*{re.escape(bound)}"
+    with pytest.raises(ValueError, match=pattern):
+        record(**{name: bad})
+    plugin = {r: p for p, r in PLUGINS.items()}.get(record)
+    if plugin is not None:
+        with pytest.raises(ValueError, match=pattern):
+            plugin(**{name: bad})
+    if record is TrainingParams:
+        with pytest.raises(
+            ConfigError,
+            match=f"^{name}={re.escape(repr(bad))} is not allowed; it must be ",
+        ) as err:
+            ExperimentConfig(**{name: bad})
+        assert str(err.value).endswith(bound)
+
+
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [(r, n) for r, n, _ in record_fields() if r in GROUP or r is TrainingParams],
+)
+def test_help_is_the_record_help(record, name, run_help):
+    hp = hparams_of(record)[name]
+    assert words(hp.help) in run_help[key_of(record, name)]
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED_HELP))
@@ -164,78 +216,16 @@ def test_no_wrong_help_left(run_help):
         assert wrong not in text
 
 
-@pytest.mark.parametrize("row", PLUGIN_KEYS, ids=[r[0] for r in PLUGIN_KEYS])
-def test_plugin_defaults_agree(row):
-    key, ours, plugin, name, _, _ = row
-    default = plugin.HPARAMS[name].default
-    value, f = config_default(key)
-    assert value == default
-    assert f.metadata["hparam"].default == default
-    assert LUCIR.HPARAMS[ours].default == default
-    assert inspect.signature(plugin).parameters[name].default == default
-    assert inspect.signature(LUCIR).parameters[ours].default == default
-    assert getattr(plugin(), name) == default
-
-
-@pytest.mark.parametrize("row", STRATEGY_KEYS, ids=[r[0] for r in STRATEGY_KEYS])
-def test_strategy_defaults_agree(row):
-    key, ours, _, _ = row
-    default = LUCIR.HPARAMS[ours].default
-    value, _ = config_default(key)
-    if isinstance(default, tuple):  # milestones: a list in the config
-        default, value = list(default), list(value)
-    assert value == default
-    signature_default = inspect.signature(LUCIR).parameters[ours].default
-    assert signature_default == LUCIR.HPARAMS[ours].default
-    if ours in BASELINE_KEYS:
-        baseline_default = inspect.signature(make_baseline).parameters[ours].default
-        assert baseline_default == LUCIR.HPARAMS[ours].default
-
-
-@pytest.mark.parametrize("row", PLUGIN_KEYS, ids=[r[0] for r in PLUGIN_KEYS])
-def test_plugin_ranges_agree(row):
-    """An out-of-range value is refused by the plugin, by the strategy (even
-    with the method off) and by the config, each stating the same range."""
-    key, ours, plugin, name, bound, bad = row
-    assert plugin.HPARAMS[name].bound == LUCIR.HPARAMS[ours].bound == bound
-    with pytest.raises(
-        ValueError, match=f"^{name} must be .*{re.escape(bound)}"
-    ) as err:
-        plugin(**{name: bad})
-    assert bound in str(err.value)
-    with pytest.raises(ValueError, match=f"^{ours} must be .*{re.escape(bound)}"):
-        make_lucir(**{ours: bad})
-    with pytest.raises(
-        ConfigError, match=f"^{key}={re.escape(repr(bad))} is not allowed; it must be "
-    ) as err:
-        ExperimentConfig(**{key: bad})
-    assert str(err.value).endswith(bound)
-
-
-@pytest.mark.parametrize("row", STRATEGY_KEYS, ids=[r[0] for r in STRATEGY_KEYS])
-def test_strategy_ranges_agree(row):
-    key, ours, bound, bad = row
-    assert bound in LUCIR.HPARAMS[ours].bound
-    with pytest.raises(ValueError, match=f"^{ours} must be .*{re.escape(bound)}"):
-        make_lucir(**{ours: bad})
-    if ours in BASELINE_KEYS:
-        with pytest.raises(ValueError, match=f"^{ours} must be .*{re.escape(bound)}"):
-            make_baseline(
-                "naive", backbone=SmallCNN(3, 8), num_classes=6, **{ours: bad}
-            )
-    with pytest.raises(
-        ConfigError, match=f"^{key}={re.escape(repr(bad))} is not allowed; it must be "
-    ) as err:
-        ExperimentConfig(**{key: bad})
-    assert str(err.value).endswith(bound)
-
-
 def test_boundaries_are_accepted_everywhere():
-    """The closed ends of the ranges pass the plugin, strategy and config."""
-    assert BDRPlugin(m1=0, m2=1, momentum=1).momentum == 1
-    assert CwDPlugin(coef=0, reject_threshold=1).coef == 0
-    make_lucir(m1=0.0, bdr_momentum=1.0, cwd_coef=0.0, milestones=[])
-    ExperimentConfig(m1=0.0, bdr_momentum=1.0, cwd_coef=0.0, milestones=[])
+    """The closed ends of the ranges pass the records, plugins and LUCIR."""
+    assert BDRPlugin(m1=0, m2=1, momentum=1).params.momentum == 1
+    assert CwDPlugin(coef=0, reject_threshold=1).params.coef == 0
+    make_lucir(
+        training=TrainingParams(milestones=[]),
+        bdr=BDRParams(m1=0.0, momentum=1.0),
+        cwd=CwDParams(coef=0.0),
+    )
+    ExperimentConfig(milestones=[])
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -267,6 +257,14 @@ def test_hparam_rejects_a_bad_declaration():
 
 
 def test_document_hparams_puts_the_params_before_the_others():
+    from bdr_avalanche.params import hparam
+
+    @params
+    class ThingParams(Params):
+        """Its record."""
+
+        a: float = hparam(0.5, "the a", "fraction")
+
     @document_hparams
     class Thing:
         """A thing.
@@ -274,11 +272,12 @@ def test_document_hparams_puts_the_params_before_the_others():
         :param other: not a hyper-parameter.
         """
 
-        HPARAMS = {"a": HParam(0.5, "the a", "fraction")}
+        PARAMS = ThingParams
 
     lines = Thing.__doc__.splitlines()
     assert lines[2] == ":param a: the a; default 0.5, must be in [0, 1]."
     assert lines[3] == ":param other: not a hyper-parameter."
+    assert [f.name for f in fields(ThingParams)] == ["a"]
 
 
 @pytest.mark.parametrize(

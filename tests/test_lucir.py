@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from conftest import make_tiny_lucir
 from probe import Probe
 
+from bdr_avalanche.params import LUCIRParams
+
 make_lucir = make_tiny_lucir
 
 
@@ -33,7 +35,9 @@ def test_adaptive_weight_and_less_forget_value(benchmark):
         torch.testing.assert_close(lucir.last_losses["less_forget"], expected)
         seen.append((k_old, k_new))
 
-    strategy = make_lucir(Probe(before_backward=check), lambda_base=3.0)
+    strategy = make_lucir(
+        Probe(before_backward=check), lucir=LUCIRParams(lambda_base=3.0)
+    )
     for exp in benchmark.train_stream:
         strategy.train(exp)
     assert set(seen) == {(2, 2), (4, 2)}
@@ -105,14 +109,14 @@ def test_last_relu_is_removed(benchmark):
 
 
 def test_first_experience_lr_and_batch_size(benchmark):
-    """first_lr and first_train_mb_size apply to the first experience only."""
+    """first_lr and first_batch_size apply to the first experience only."""
     seen = []
 
     def check(strategy):
         seen.append((strategy.optimizer.param_groups[0]["lr"], strategy.train_mb_size))
 
     strategy = make_lucir(
-        Probe(before_training_exp=check), lr=0.05, first_lr=0.2, first_train_mb_size=8
+        Probe(before_training_exp=check), lr=0.05, first_lr=0.2, first_batch_size=8
     )
     for exp in benchmark.train_stream[:2]:
         strategy.train(exp)
@@ -152,8 +156,9 @@ def test_learning_rate_schedule_restarts_each_experience(benchmark):
     def check(strategy):
         lrs.append(round(strategy.optimizer.param_groups[0]["lr"], 6))
 
-    strategy = make_lucir(Probe(before_training_epoch=check), epochs=3, lr=0.1)
-    strategy.milestones = [1, 2]
+    strategy = make_lucir(
+        Probe(before_training_epoch=check), epochs=3, lr=0.1, milestones=[1, 2]
+    )
     for exp in benchmark.train_stream[:2]:
         strategy.train(exp)
     assert lrs == [0.1, 0.01, 0.001] * 2
@@ -162,7 +167,7 @@ def test_learning_rate_schedule_restarts_each_experience(benchmark):
 def test_k_larger_than_new_classes_is_rejected(benchmark):
     """k must not exceed the number of new classes of an experience: the
     stream tells at the start of the first experience, before any step."""
-    strategy = make_lucir(k=3)
+    strategy = make_lucir(lucir=LUCIRParams(k=3))
     with pytest.raises(ValueError, match=r"k must be in \[1, 2\].*experience 1"):
         strategy.train(benchmark.train_stream[0])
     assert strategy.clock.train_iterations == 0

@@ -35,6 +35,7 @@ from bdr_avalanche.metrics import (
     memory_gradient_share,
 )
 from bdr_avalanche.models import CosineIncrementalClassifier, SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 SHARE_NAME = "MemoryGradShare_Epoch/train_phase/train_stream/Task000"
@@ -181,12 +182,14 @@ def bdr_run():
     sparse = PriorTrace(max_points=4)
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        lr=0.05,
-        train_epochs=2,
-        milestones=(5,),
-        train_mb_size=16,
-        eval_mb_size=32,
-        mem_per_class=5,
+        training=TrainingParams(
+            lr=0.05,
+            epochs=2,
+            milestones=(5,),
+            batch_size=16,
+            eval_batch_size=32,
+            mem_per_class=5,
+        ),
         bdr=True,
         device="cpu",
         plugins=[probe],
@@ -315,12 +318,14 @@ def test_baseline_with_replay():
         "replay",
         backbone=SmallCNN(in_channels=3, width=8),
         num_classes=6,
-        mem_per_class=5,
-        lr=0.05,
-        milestones=[5],
-        train_mb_size=16,
-        train_epochs=1,
-        eval_mb_size=32,
+        training=TrainingParams(
+            mem_per_class=5,
+            lr=0.05,
+            milestones=[5],
+            batch_size=16,
+            epochs=1,
+            eval_batch_size=32,
+        ),
         device="cpu",
         evaluator=make_evaluator(extra_metrics=diagnostics.metrics),
     )
@@ -375,12 +380,14 @@ def relabelled_runs():
         diagnostics = DiagnosticMetrics()
         strategy = LUCIR(
             backbone=SmallCNN(in_channels=3, width=8),
-            lr=0.05,
-            train_epochs=2,
-            milestones=(5,),
-            train_mb_size=16,
-            eval_mb_size=32,
-            mem_per_class=5,
+            training=TrainingParams(
+                lr=0.05,
+                epochs=2,
+                milestones=(5,),
+                batch_size=16,
+                eval_batch_size=32,
+                mem_per_class=5,
+            ),
             bdr=True,
             device="cpu",
             evaluator=make_evaluator(extra_metrics=diagnostics.metrics),

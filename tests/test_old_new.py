@@ -24,6 +24,7 @@ from torch import nn
 from bdr_avalanche import LUCIR, baselines
 from bdr_avalanche.metrics import OldNewAccuracy, OldNewBreakdown, old_new_breakdown
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 NAN = float("nan")
@@ -216,12 +217,14 @@ def test_lucir_relabelled_ids_match_loops():
     benchmark = shuffled_benchmark()
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=8),
-        lr=0.05,
-        train_epochs=4,
-        milestones=(3,),
-        train_mb_size=16,
-        eval_mb_size=64,
-        mem_per_class=5,
+        training=TrainingParams(
+            lr=0.05,
+            epochs=4,
+            milestones=(3,),
+            batch_size=16,
+            eval_batch_size=64,
+            mem_per_class=5,
+        ),
         cwd=True,
         bdr=True,
         device="cpu",
@@ -305,12 +308,14 @@ def test_bic_bias_correction_through_avalanche_after_eval_forward():
         "bic",
         backbone=SmallCNN(in_channels=3, width=8),
         num_classes=6,
-        mem_per_class=5,
-        lr=0.1,
-        milestones=(1,),
-        train_mb_size=10,
-        train_epochs=2,
-        eval_mb_size=64,
+        training=TrainingParams(
+            mem_per_class=5,
+            lr=0.1,
+            milestones=[1],
+            batch_size=10,
+            epochs=2,
+            eval_batch_size=64,
+        ),
         device="cpu",
         evaluator=make_evaluator(),
         hparams={"stage_2_epochs": 20},

@@ -48,6 +48,7 @@ from bdr_avalanche.models import (
     CosineIncrementalNet,
     SmallCNN,
 )
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator
 
 # ----------------------------------------------------------------------------
@@ -369,15 +370,17 @@ def lucir_run():
 
     strategy = LUCIR(
         backbone=SmallCNN(in_channels=3, width=4),
-        lr=0.05,
-        first_lr=0.2,
-        weight_decay=1e-3,
-        momentum=0.8,
-        train_epochs=1,
-        train_mb_size=16,
-        eval_mb_size=64,
-        milestones=(100,),
-        mem_per_class=3,
+        training=TrainingParams(
+            lr=0.05,
+            first_lr=0.2,
+            weight_decay=1e-3,
+            momentum=0.8,
+            epochs=1,
+            batch_size=16,
+            eval_batch_size=64,
+            milestones=(100,),
+            mem_per_class=3,
+        ),
         device="cpu",
         plugins=[Probe(before_backward=snap)],
         evaluator=make_evaluator(),

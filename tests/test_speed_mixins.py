@@ -24,6 +24,7 @@ from bdr_avalanche.experiment.factories import (
     validate,
 )
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator
 from bdr_avalanche.training import Speed, SpeedMixin
 from bdr_avalanche.training.augment import BatchAugment
@@ -48,12 +49,14 @@ def baseline(name: str, speed: Speed | None = None, plugins=(), **kwargs):
         name,
         backbone=SmallCNN(in_channels=3, width=8),
         num_classes=6,
-        mem_per_class=5,
-        lr=0.05,
-        milestones=(100,),
-        train_mb_size=16,
-        train_epochs=2,
-        eval_mb_size=64,
+        training=TrainingParams(
+            mem_per_class=5,
+            lr=0.05,
+            milestones=[100],
+            batch_size=16,
+            epochs=2,
+            eval_batch_size=64,
+        ),
         device="cpu",
         evaluator=make_evaluator(),
         plugins=plugins,

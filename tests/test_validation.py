@@ -7,6 +7,7 @@ from torch import nn
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.models import SmallCNN
+from bdr_avalanche.params import BDRParams, CwDParams, TrainingParams
 from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
 from bdr_avalanche.storage import HerdingBuffer
 
@@ -51,7 +52,7 @@ def test_bdr_plugin_accepts_boundaries(kwargs):
     """BDRPlugin accepts the closed ends of the [0, 1] ranges."""
     plugin = BDRPlugin(**kwargs)
     ((name, value),) = kwargs.items()
-    assert getattr(plugin, name) == value
+    assert getattr(plugin.params, name) == value
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_cwd_plugin_rejects(kwargs, match):
 
 def test_cwd_plugin_accepts_zero_coef():
     """CwDPlugin accepts coef = 0 (the term switched off)."""
-    assert CwDPlugin(coef=0).coef == 0.0
+    assert CwDPlugin(coef=0).params.coef == 0.0
 
 
 @pytest.mark.parametrize(
@@ -111,34 +112,36 @@ def test_herding_buffer_accepts_one():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("record", "kwargs", "match"),
     [
-        ({"lr": 0}, "lr " + POSITIVE),
-        ({"momentum": 1.5}, "momentum " + FRACTION),
-        ({"weight_decay": -1}, "weight_decay " + NON_NEGATIVE),
-        ({"train_epochs": 0}, "train_epochs " + INT_GE_1),
-        ({"mem_per_class": 0}, "mem_per_class " + INT_GE_1),
-        ({"first_lr": -1}, "first_lr " + POSITIVE),
-        ({"m1": 2}, "m1 " + FRACTION),
-        ({"m1": 2, "bdr": True}, "m1 " + FRACTION),
-        ({"cwd": True, "cwd_coef": -1}, "cwd_coef " + NON_NEGATIVE),
+        (TrainingParams, {"lr": 0}, "lr " + POSITIVE),
+        (TrainingParams, {"momentum": 1.5}, "momentum " + FRACTION),
+        (TrainingParams, {"weight_decay": -1}, "weight_decay " + NON_NEGATIVE),
+        (TrainingParams, {"epochs": 0}, "epochs " + INT_GE_1),
+        (TrainingParams, {"mem_per_class": 0}, "mem_per_class " + INT_GE_1),
+        (TrainingParams, {"first_lr": -1}, "first_lr " + POSITIVE),
+        (BDRParams, {"m1": 2}, "m1 " + FRACTION),
+        (CwDParams, {"coef": -1}, "coef " + NON_NEGATIVE),
     ],
     ids=[
         "lr",
         "momentum",
         "weight_decay",
-        "train_epochs",
+        "epochs",
         "mem_per_class",
         "first_lr",
         "m1",
-        "m1-bdr",
-        "cwd_coef",
+        "coef",
     ],
 )
-def test_lucir_rejects(kwargs, match):
-    """LUCIR rejects every out-of-range hyper-parameter, naming it."""
+def test_lucir_records_reject(record, kwargs, match):
+    """The records LUCIR takes reject every out-of-range hyper-parameter,
+    naming it, before a strategy is built."""
     with pytest.raises(ValueError, match=match):
-        make_lucir(**kwargs)
+        make_lucir(**{_ARGUMENT[record]: record(**kwargs)})
+
+
+_ARGUMENT = {TrainingParams: "training", BDRParams: "bdr", CwDParams: "cwd"}
 
 
 def test_lucir_warns_when_it_cannot_remove_the_last_relu():
@@ -161,14 +164,19 @@ def test_lucir_warns_when_it_cannot_remove_the_last_relu():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"momentum": 0}, {"bdr": True, "m1": 0}, {"bdr": True, "m1": 1}],
+    [
+        {"training": TrainingParams(momentum=0)},
+        {"bdr": BDRParams(m1=0)},
+        {"bdr": BDRParams(m1=1)},
+    ],
     ids=["momentum=0", "m1=0", "m1=1"],
 )
 def test_lucir_accepts_boundaries(kwargs):
     """LUCIR accepts the closed ends of its [0, 1] ranges and drops the last ReLU."""
     strategy = make_lucir(**kwargs)
     assert strategy.model.backbone.last_relu is False
-    if "momentum" in kwargs:
-        assert strategy.sgd_momentum == 0.0
+    if "training" in kwargs:
+        assert strategy.training.momentum == 0.0
+        assert strategy.optimizer.param_groups[0]["momentum"] == 0.0
     else:
-        assert strategy.bdr.m1 == kwargs["m1"]
+        assert strategy.bdr.params.m1 == kwargs["bdr"].m1

@@ -28,10 +28,10 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from .._checks import check_positive_int
-from ..strategy import LUCIR
+from ..params import Params, TrainingParams
 from ..training.speed import Speed
 from .memory import MEMORY_MATCHING, GrowingMemoryBudget, exemplars_per_class
-from .registry import REGISTRY, Schedule, Setup
+from .registry import REGISTRY, Baseline, Schedule, Setup
 
 __all__ = [
     "BASELINES",
@@ -52,12 +52,9 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
     name: {key: hp.default for key, hp in baseline.hparams.items()}
     for name, baseline in REGISTRY.items()
 }
-"""Per baseline, its hyper-parameters and their defaults (from its table,
-:attr:`Baseline.hparams <bdr_avalanche.baselines.registry.Baseline.hparams>`);
+"""Per baseline, its hyper-parameters and their defaults (the fields of
+its record, :attr:`Baseline.record <bdr_avalanche.baselines.registry.Baseline.record>`);
 override them with :func:`make_baseline`'s ``hparams``."""
-
-_SHARED = LUCIR.HPARAMS
-"""The schedule and memory size are LUCIR's: same defaults and ranges."""
 
 
 def make_baseline(
@@ -65,19 +62,11 @@ def make_baseline(
     *,
     backbone: nn.Module,
     num_classes: int,
-    mem_per_class: int = _SHARED["mem_per_class"].default,
-    lr: float = _SHARED["lr"].default,
-    momentum: float = _SHARED["momentum"].default,
-    weight_decay: float = _SHARED["weight_decay"].default,
-    milestones: Sequence[int] = _SHARED["milestones"].default,
-    lr_decay: float = _SHARED["lr_decay"].default,
-    train_mb_size: int = _SHARED["train_mb_size"].default,
-    train_epochs: int = _SHARED["train_epochs"].default,
-    eval_mb_size: int = _SHARED["eval_mb_size"].default,
+    training: TrainingParams | None = None,
     device: str | torch.device | None = None,
     evaluator: EvaluationPlugin | None = None,
     plugins: Sequence[BasePlugin] = (),
-    hparams: Mapping[str, Any] | None = None,
+    hparams: Params | Mapping[str, Any] | None = None,
     speed: Speed | None = None,
 ) -> SupervisedTemplate:
     """One of Avalanche's strategies, set up like :class:`~bdr_avalanche.LUCIR`.
@@ -85,42 +74,71 @@ def make_baseline(
     All baselines train ``backbone`` (its last ReLU kept: ``last_relu`` is
     set to ``True``) with ``SGD(lr, momentum, weight_decay)`` and a
     ``MultiStepLR(milestones, lr_decay)`` stepped per epoch, both reset at
-    every experience, for ``train_epochs`` epochs of ``train_mb_size``.
-    Their classifiers, memories and hyper-parameters (``hparams``, with
-    defaults, ranges and help texts) are documented by their factories in
-    :mod:`bdr_avalanche.baselines.registry`:
-    :func:`~bdr_avalanche.baselines.registry.naive`,
-    :func:`~bdr_avalanche.baselines.registry.replay`,
-    :func:`~bdr_avalanche.baselines.registry.icarl`,
-    :func:`~bdr_avalanche.baselines.registry.lwf`,
-    :func:`~bdr_avalanche.baselines.registry.bic`,
-    :func:`~bdr_avalanche.baselines.registry.gdumb` and
-    :func:`~bdr_avalanche.baselines.registry.der`.
+    every experience, for ``epochs`` epochs of ``batch_size`` (``training``).
+    Their classifiers, memories and hyper-parameters are documented by
+    their factories in :mod:`bdr_avalanche.baselines.registry`.
 
     :param name: one of :data:`BASELINES`.
-    :param backbone: a backbone from :mod:`bdr_avalanche.models` (maps images
-        to ``(N, out_dim)`` features; must have ``out_dim``).
-    :param num_classes: classes in the whole benchmark (ids ``0..num_classes-1``,
-        contiguous in order of arrival).
-    :param mem_per_class: exemplars kept per seen class (see
-        :data:`MEMORY_MATCHING`).
+    :param backbone: a backbone from :mod:`bdr_avalanche.models`, with ``out_dim``.
+    :param num_classes: classes in the whole benchmark (ids ``0..num_classes-1``).
+    :param training: the schedule, batch sizes and ``mem_per_class``
+        (exemplars kept per seen class, see :data:`MEMORY_MATCHING`);
+        default ``TrainingParams()``. ``first_lr`` and ``first_batch_size``
+        are LUCIR's only: set, they raise ``ValueError``.
     :param evaluator: Avalanche's default evaluator if ``None``.
     :param plugins: extra plugins, run after the baseline's own.
-    :param hparams: overrides of the baseline's own hyper-parameters (see
+    :param hparams: the baseline's own hyper-parameters: its record (e.g.
+        ``LwFParams(alpha=2)``) or a mapping of its fields (see
         :data:`DEFAULT_HPARAMS`); an unknown key or a value out of range
         raises ``ValueError``.
-    :param speed: the speed switches (:class:`~bdr_avalanche.training.Speed`:
-        on-device input path, autocast, channels-last, compile), as
-        ``LUCIR`` takes them: the strategy is then the Avalanche class with
-        :class:`~bdr_avalanche.training.SpeedMixin` (see
-        :mod:`~bdr_avalanche.baselines.templates`). A switch the baseline
-        cannot take raises ``ValueError`` with the reason (iCaRL, BiC and
-        DER: not the fast input path; BiC: not autocast;
-        :data:`~bdr_avalanche.training.support.UNSUPPORTED`).
-    :return: the strategy; train it one experience at a time and evaluate on
-        the seen part of the test stream, e.g. with
+    :param speed: the speed switches (:class:`~bdr_avalanche.training.Speed`),
+        as ``LUCIR`` takes them: the strategy is then the Avalanche class
+        with :class:`~bdr_avalanche.training.SpeedMixin`. A switch the
+        baseline cannot take raises ``ValueError`` with the reason
+        (:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
+    :return: the strategy; train it with e.g.
         :func:`bdr_avalanche.protocol.train_and_evaluate`.
     """
+    baseline = _baseline(name, backbone)
+    own = baseline.check_hparams(hparams)
+    training = _training(name, training)
+    setup = Setup(
+        backbone=backbone,
+        num_classes=check_positive_int("num_classes", num_classes, minimum=2),
+        mem_per_class=training.mem_per_class,
+        schedule=Schedule.of(training),
+        strategy_args=_strategy_args(training, device, evaluator),
+        extra_plugins=tuple(plugins),
+        speed=baseline.check_speed(speed or Speed()),
+    )
+    if hasattr(backbone, "last_relu"):
+        backbone.last_relu = True
+    setup.speed.compile_backbone(backbone)
+    strategy = baseline.build(setup, own)
+    logger.info("baseline %s: %s", name, MEMORY_MATCHING[name])
+    return strategy
+
+
+def _strategy_args(
+    training: TrainingParams,
+    device: str | torch.device | None,
+    evaluator: EvaluationPlugin | None,
+) -> dict[str, Any]:
+    """The Avalanche strategy's own arguments: batch sizes, epochs, the
+    device (default: CUDA when available) and the evaluator (default:
+    Avalanche's)."""
+    return {
+        "train_mb_size": training.batch_size,
+        "train_epochs": training.epochs,
+        "eval_mb_size": training.eval_batch_size,
+        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "evaluator": evaluator if evaluator is not None else default_evaluator(),
+    }
+
+
+def _baseline(name: str, backbone: nn.Module) -> Baseline:
+    """The registered baseline ``name``; ``ValueError`` for another name or
+    a backbone without ``out_dim``."""
     if name not in REGISTRY:
         raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
     if not isinstance(backbone, nn.Module) or not hasattr(backbone, "out_dim"):
@@ -128,35 +146,22 @@ def make_baseline(
             "backbone must be an nn.Module with an `out_dim` attribute, the size "
             "of its features (see bdr_avalanche.models)"
         )
-    baseline = REGISTRY[name]
-    own_hparams = baseline.check_hparams(hparams)
-    speed = baseline.check_speed(speed or Speed())
-    setup = Setup(
-        backbone=backbone,
-        num_classes=check_positive_int("num_classes", num_classes, minimum=2),
-        mem_per_class=_SHARED["mem_per_class"].check("mem_per_class", mem_per_class),
-        schedule=Schedule(
-            lr=_SHARED["lr"].check("lr", lr),
-            momentum=_SHARED["momentum"].check("momentum", momentum),
-            weight_decay=_SHARED["weight_decay"].check("weight_decay", weight_decay),
-            milestones=_SHARED["milestones"].check("milestones", milestones),
-            lr_decay=_SHARED["lr_decay"].check("lr_decay", lr_decay),
-        ),
-        strategy_args={
-            "train_mb_size": _SHARED["train_mb_size"].check(
-                "train_mb_size", train_mb_size
-            ),
-            "train_epochs": _SHARED["train_epochs"].check("train_epochs", train_epochs),
-            "eval_mb_size": _SHARED["eval_mb_size"].check("eval_mb_size", eval_mb_size),
-            "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            "evaluator": evaluator if evaluator is not None else default_evaluator(),
-        },
-        extra_plugins=tuple(plugins),
-        speed=speed,
-    )
-    if hasattr(backbone, "last_relu"):
-        backbone.last_relu = True
-    speed.compile_backbone(backbone)
-    strategy = baseline.factory(setup, **own_hparams)
-    logger.info("baseline %s: %s", name, MEMORY_MATCHING[name])
-    return strategy
+    return REGISTRY[name]
+
+
+def _training(name: str, training: TrainingParams | None) -> TrainingParams:
+    """``training`` (default ``TrainingParams()``); ``ValueError`` when it
+    sets ``first_lr`` or ``first_batch_size``, which a baseline cannot
+    honour (it trains every experience alike)."""
+    training = TrainingParams() if training is None else training
+    if not isinstance(training, TrainingParams):
+        raise TypeError(f"training must be a TrainingParams, got {training!r}")
+    first = [
+        k for k in ("first_lr", "first_batch_size") if getattr(training, k) is not None
+    ]
+    if first:
+        raise ValueError(
+            f"baseline {name!r} cannot take {' or '.join(first)} (it trains "
+            "every experience with lr and batch_size); leave them None"
+        )
+    return training

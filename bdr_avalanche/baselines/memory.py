@@ -25,6 +25,12 @@ from ..models.cosine import experience_classes
 
 __all__ = ["MEMORY_MATCHING", "GrowingMemoryBudget", "exemplars_per_class"]
 
+#: The private Avalanche names this module relies on, checked against the
+#: installed Avalanche by ``tests/test_avalanche_private.py``
+#: (``Class()._name``: an instance attribute). iCaRL's memory is found
+#: by its ``_ICaRLPlugin``.
+AVALANCHE_PRIVATE = ("avalanche.training.supervised.icarl._ICaRLPlugin",)
+
 logger = logging.getLogger(__name__)
 
 MEMORY_MATCHING: dict[str, str] = {

@@ -2,14 +2,16 @@
 
 Each factory builds one of Avalanche's strategies from a checked
 :class:`Setup` (the backbone, the memory size, LUCIR's SGD schedule and the
-strategy's arguments, shared by all baselines) and its own hyper-parameters,
-which it declares as a table of :class:`~bdr_avalanche.hparams.HParam`:
-their defaults, ranges and help texts are written once, there; the
-factory's signature takes its defaults from the table,
-:func:`~bdr_avalanche.hparams.document_hparams` writes its ``:param`` lines
-and :meth:`Baseline.check_hparams` checks the values against it.
-:func:`~bdr_avalanche.baselines.make_baseline` checks the shared arguments,
-builds the :class:`Setup` and calls the factory with the checked values.
+strategy's arguments, shared by all baselines) and, for a baseline with
+hyper-parameters of its own, their record (:class:`~bdr_avalanche.params.LwFParams`,
+:class:`~bdr_avalanche.params.BiCParams`, :class:`~bdr_avalanche.params.DERParams`,
+:class:`ICaRLParams`): their defaults, ranges and help texts are written
+once, there; :func:`register` adds the record's ``:param`` lines to the
+factory's docstring and :meth:`Baseline.check_hparams` builds the record.
+The experiment config nests the records of the baselines that it can set
+(``--der.alpha 0.2``); iCaRL's is a callable, given in code only.
+:func:`~bdr_avalanche.baselines.make_baseline` builds the :class:`Setup`
+and calls the factory with the record.
 
 A factory builds its strategy with :meth:`Setup.build`, which composes the
 Avalanche class with the speed mixins
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from avalanche.core import BasePlugin
@@ -38,7 +39,18 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
-from ..hparams import HParam, document_hparams
+from ..params import (
+    BiCParams,
+    DERParams,
+    HParam,
+    LwFParams,
+    Params,
+    TrainingParams,
+    document_hparams,
+    hparam,
+    hparams_of,
+    params,
+)
 from ..training.speed import Speed
 from ..training.support import UNSUPPORTED
 from .fixes import (
@@ -59,6 +71,7 @@ from .templates import with_speed
 __all__ = [
     "REGISTRY",
     "Baseline",
+    "ICaRLParams",
     "Schedule",
     "Setup",
     "bic",
@@ -72,7 +85,8 @@ __all__ = [
 ]
 
 Factory = Callable[..., SupervisedTemplate]
-"""``factory(setup, **hparams)``: a baseline's strategy."""
+"""``factory(setup)``, or ``factory(setup, params)`` for a baseline with a
+record of hyper-parameters: a baseline's strategy."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,17 @@ class Schedule:
     weight_decay: float
     milestones: Sequence[int]
     lr_decay: float
+
+    @classmethod
+    def of(cls, training: TrainingParams) -> Schedule:
+        """The schedule of ``training``'s SGD keys."""
+        return cls(
+            lr=training.lr,
+            momentum=training.momentum,
+            weight_decay=training.weight_decay,
+            milestones=list(training.milestones),
+            lr_decay=training.lr_decay,
+        )
 
     def sgd(self, parameters: Iterable[nn.Parameter]) -> tuple[SGD, LRSchedulerPlugin]:
         """The optimiser of ``parameters`` and the plugin that steps and
@@ -155,12 +180,17 @@ class Setup:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A registered baseline: its factory and hyper-parameter table."""
+    """A registered baseline: its factory and its record of
+    hyper-parameters (``None``: it has none of its own)."""
 
     name: str
     factory: Factory
-    hparams: Mapping[str, HParam]
-    """The factory's keyword arguments: defaults, ranges and help texts."""
+    record: type[Params] | None = None
+
+    @property
+    def hparams(self) -> Mapping[str, HParam]:
+        """The record's fields: defaults, ranges and help texts."""
+        return {} if self.record is None else hparams_of(self.record)
 
     @property
     def unsupported(self) -> Mapping[str, str]:
@@ -179,10 +209,19 @@ class Baseline:
                 )
         return speed
 
-    def check_hparams(self, hparams: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The table's defaults overridden by ``hparams``, each checked
-        against its range; raise ``ValueError`` naming a key that is not in
-        the table, or one whose value is out of range."""
+    def check_hparams(self, hparams: Params | Mapping[str, Any] | None) -> Any:
+        """The record of ``hparams`` (the record itself, or a mapping of
+        its fields over the defaults; ``None`` for a baseline without one);
+        raise ``ValueError`` naming a key that is not a field, or one whose
+        value is out of range."""
+        if self.record is not None and isinstance(hparams, self.record):
+            return hparams
+        if isinstance(hparams, Params):
+            raise ValueError(
+                f"baseline {self.name!r} takes "
+                f"{self.record.__name__ if self.record else 'no hyper-parameters'}"
+                f", not a {type(hparams).__name__}"
+            )
         given = dict(hparams or {})
         unknown = sorted(set(given) - set(self.hparams))
         if unknown:
@@ -190,28 +229,33 @@ class Baseline:
                 f"unknown hyper-parameters {unknown} for baseline {self.name!r}; "
                 f"it accepts {sorted(self.hparams) or 'none'}"
             )
-        return {
-            key: hp.check(key, given.get(key, hp.default))
-            for key, hp in self.hparams.items()
-        }
+        return None if self.record is None else self.record(**given)
+
+    def build(self, setup: Setup, own: Params | None) -> SupervisedTemplate:
+        """The factory's strategy on ``setup``, with ``own`` record."""
+        if self.record is None:
+            return self.factory(setup)
+        return self.factory(setup, own)
 
 
 REGISTRY: dict[str, Baseline] = {}
 """The baselines by name, in the order they are registered."""
 
 
-def register(name: str, hparams: Mapping[str, HParam]) -> Callable[[Factory], Factory]:
-    """Decorator: register a factory under ``name`` with its hyper-parameter
-    table, and add the table's ``:param`` lines to its docstring."""
+def register(
+    name: str, record: type[Params] | None = None
+) -> Callable[[Factory], Factory]:
+    """Decorator: register a factory under ``name`` with its record of
+    hyper-parameters, and add the record's ``:param`` lines to its
+    docstring."""
 
     def add(factory: Factory) -> Factory:
         if name in REGISTRY:
             raise ValueError(f"baseline {name!r} is already registered")
-        table = MappingProxyType(dict(hparams))
-        REGISTRY[name] = Baseline(name, factory, table)
-        if not table:
+        REGISTRY[name] = Baseline(name, factory, record)
+        if record is None:
             return factory
-        factory.HPARAMS = table  # what document_hparams reads, as on a class
+        factory.PARAMS = record  # what document_hparams reads, as on a class
         return document_hparams(factory)
 
     return add
@@ -235,7 +279,7 @@ def _growing_net(setup: Setup) -> _Net:
     return _Net(setup.backbone, IncrementalClassifier(setup.out_dim))
 
 
-@register("naive", {})
+@register("naive")
 def naive(setup: Setup) -> SupervisedTemplate:
     """Avalanche's ``Naive``: fine-tuning a growing ``IncrementalClassifier``
     on each experience's data, without memory."""
@@ -250,7 +294,7 @@ def naive(setup: Setup) -> SupervisedTemplate:
     )
 
 
-@register("replay", {})
+@register("replay")
 def replay(setup: Setup) -> SupervisedTemplate:
     """``Naive`` + ``ReplayPlugin`` with a class-balanced random buffer of
     ``mem_per_class`` exemplars per seen class
@@ -272,22 +316,22 @@ def replay(setup: Setup) -> SupervisedTemplate:
     )
 
 
-_ICARL_HPARAMS = {
-    "buffer_transform": HParam(
+@params
+class ICaRLParams(Params):
+    """The iCaRL baseline's hyper-parameter: a callable, so set in code
+    (``make_baseline("icarl", ..., hparams={"buffer_transform": t})``),
+    not in the experiment config."""
+
+    buffer_transform: Callable | None = hparam(
         None,
         "transform applied to the exemplars, which already went through the "
         "eval transform, so it must work on tensors (e.g. crop and flip, no "
         "ToTensor or normalisation); None: exemplars are not augmented",
-    ),
-}
+    )
 
 
-@register("icarl", _ICARL_HPARAMS)
-def icarl(
-    setup: Setup,
-    *,
-    buffer_transform: Callable | None = _ICARL_HPARAMS["buffer_transform"].default,
-) -> SupervisedTemplate:
+@register("icarl", ICaRLParams)
+def icarl(setup: Setup, params: ICaRLParams) -> SupervisedTemplate:
     """Avalanche's ``ICaRL``: herding memory of ``mem_per_class`` exemplars
     per seen class, sigmoid/BCE distillation, NCM classifier at eval
     (:class:`~bdr_avalanche.baselines.fixes._SeenClassesNCM`).
@@ -307,7 +351,7 @@ def icarl(
         classifier=classifier,
         optimizer=optimizer,
         memory_size=setup.mem_per_class,
-        buffer_transform=buffer_transform,
+        buffer_transform=params.buffer_transform,
         fixed_memory=False,
         plugins=setup.plugins(schedule, _TeacherInEvalMode(_icarl_teacher)),
     )
@@ -315,24 +359,8 @@ def icarl(
     return strategy
 
 
-_LWF_HPARAMS = {
-    "alpha": HParam(
-        1.0,
-        "weight of the distillation loss (Avalanche's KL divergence on the "
-        "old classes' outputs, without a T**2 factor)",
-        "non_negative",
-    ),
-    "temperature": HParam(2.0, "distillation temperature", "positive"),
-}
-
-
-@register("lwf", _LWF_HPARAMS)
-def lwf(
-    setup: Setup,
-    *,
-    alpha: float = _LWF_HPARAMS["alpha"].default,
-    temperature: float = _LWF_HPARAMS["temperature"].default,
-) -> SupervisedTemplate:
+@register("lwf", LwFParams)
+def lwf(setup: Setup, params: LwFParams) -> SupervisedTemplate:
     """Avalanche's ``LwF`` with a growing ``IncrementalClassifier``: the
     previous model (in eval mode,
     :class:`~bdr_avalanche.baselines.fixes._TeacherInEvalMode`) is distilled
@@ -344,44 +372,14 @@ def lwf(
         model=model,
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
-        alpha=alpha,
-        temperature=temperature,
+        alpha=params.alpha,
+        temperature=params.temperature,
         plugins=setup.plugins(schedule, _TeacherInEvalMode(_lwf_teacher)),
     )
 
 
-_BIC_HPARAMS = {
-    "val_percentage": HParam(
-        0.1,
-        "share of each class's memory held out to fit the bias layer: "
-        "max(1, round(val_percentage x mem_per_class)) exemplars, at most "
-        "mem_per_class - 1",
-        "fraction",
-    ),
-    "T": HParam(2.0, "distillation temperature", "positive"),
-    "stage_2_epochs": HParam(
-        100,
-        "epochs of stage 2, which fits the bias layer (FACIL uses 200)",
-        "positive_int",
-    ),
-    "stage_2_lr": HParam(
-        0.1,
-        "SGD learning rate of stage 2 (momentum 0.9, x0.1 at epochs 50, 100 "
-        "and 150, fixed by Avalanche)",
-        "positive",
-    ),
-}
-
-
-@register("bic", _BIC_HPARAMS)
-def bic(
-    setup: Setup,
-    *,
-    val_percentage: float = _BIC_HPARAMS["val_percentage"].default,
-    T: float = _BIC_HPARAMS["T"].default,
-    stage_2_epochs: int = _BIC_HPARAMS["stage_2_epochs"].default,
-    stage_2_lr: float = _BIC_HPARAMS["stage_2_lr"].default,
-) -> SupervisedTemplate:
+@register("bic", BiCParams)
+def bic(setup: Setup, params: BiCParams) -> SupervisedTemplate:
     """``Naive`` + BiC's plugin (what Avalanche's ``BiC`` is; it does not
     accept a storage policy) with a growing ``IncrementalClassifier``.
 
@@ -401,17 +399,17 @@ def bic(
         )
     model = _growing_net(setup)
     optimizer, schedule = setup.schedule.sgd(model.parameters())
-    val_per_class = max(1, round(val_percentage * setup.mem_per_class))
+    val_per_class = max(1, round(params.val_percentage * setup.mem_per_class))
     val_per_class = min(val_per_class, setup.mem_per_class - 1)
     buffer = _ClassBalancedBuffer(max_size=0, adaptive_size=True)
     plugin = _BiCPlugin(
         val_per_class=val_per_class,
         mem_size=0,
         storage_policy=buffer,
-        val_percentage=val_percentage,
-        T=T,
-        stage_2_epochs=stage_2_epochs,
-        lr=stage_2_lr,
+        val_percentage=params.val_percentage,
+        T=params.T,
+        stage_2_epochs=params.stage_2_epochs,
+        lr=params.stage_2_lr,
     )
     budget = GrowingMemoryBudget(setup.mem_per_class - val_per_class, buffer)
     return setup.build(
@@ -423,7 +421,7 @@ def bic(
     )
 
 
-@register("gdumb", {})
+@register("gdumb")
 def gdumb(setup: Setup) -> SupervisedTemplate:
     """Avalanche's ``GDumb`` with a growing ``IncrementalClassifier``: at
     every experience the model is reset to its initial weights and trained
@@ -445,33 +443,8 @@ def gdumb(setup: Setup) -> SupervisedTemplate:
     return strategy
 
 
-_DER_HPARAMS = {
-    "alpha": HParam(
-        0.1,
-        "weight of the MSE between the outputs and the logits stored with "
-        "the memory samples",
-        "non_negative",
-    ),
-    "beta": HParam(
-        0.5, "weight of the cross-entropy on the memory samples", "non_negative"
-    ),
-    "batch_size_mem": HParam(
-        None,
-        "memory samples per step (default: train_mb_size); DER replays only "
-        "once its buffer holds this many",
-        "positive_int",
-    ),
-}
-
-
-@register("der", _DER_HPARAMS)
-def der(
-    setup: Setup,
-    *,
-    alpha: float = _DER_HPARAMS["alpha"].default,
-    beta: float = _DER_HPARAMS["beta"].default,
-    batch_size_mem: int | None = _DER_HPARAMS["batch_size_mem"].default,
-) -> SupervisedTemplate:
+@register("der", DERParams)
+def der(setup: Setup, params: DERParams) -> SupervisedTemplate:
     """Avalanche's ``DER`` (DER++, Buzzega et al.) with a class-balanced
     random buffer of ``mem_per_class`` exemplars and their logits per seen
     class.
@@ -491,9 +464,9 @@ def der(
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         mem_size=0,
-        batch_size_mem=batch_size_mem,
-        alpha=alpha,
-        beta=beta,
+        batch_size_mem=params.batch_size_mem,
+        alpha=params.alpha,
+        beta=params.beta,
         plugins=setup.plugins(schedule, budget),
     )
     strategy.storage_policy = budget.buffer = _UnmaskedLogitsBuffer(head)

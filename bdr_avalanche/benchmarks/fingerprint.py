@@ -8,7 +8,7 @@ stream builder of each dataset reads:
 
 - an image-folder tree (``imagefolder``, ``imagenet``): every image file of
   ``train/`` and ``val/`` that the builder loads (the same walk, see
-  :class:`~bdr_avalanche.benchmarks._common.FolderTree`), as its path in
+  :class:`~bdr_avalanche.benchmarks.folders.FolderTree`), as its path in
   the split, its label, its size and its modification time;
 - a ``.zip`` (``imagefolder``): its size and its members' names, sizes and
   CRC-32s (the stamp its extraction keeps, see
@@ -95,7 +95,7 @@ def _tree(root: Path) -> str:
     walk them: path in the split, label, size and mtime of each, hashed."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from ._common import class_folders, folder_samples
+    from .folders import class_folders, folder_samples
 
     digest = hashlib.sha256()
     count = 0

@@ -11,7 +11,7 @@ the class folders.
 Images are read with torchvision's ``ImageFolder``, so label ``i`` is the
 ``i``-th class folder in sorted order (WordNet ids for ImageNet data) and
 the iCaRL order is applied to those labels. The folders are walked by
-:class:`~bdr_avalanche.benchmarks._common.FolderTree` rather than
+:class:`~bdr_avalanche.benchmarks.folders.FolderTree` rather than
 ``os.walk(followlinks=True)``: symbolic links to folders and images
 elsewhere are followed, but a link to a folder that leads back into the
 tree (``train/c0/loop -> ..``), or above it, is skipped with a warning
@@ -51,17 +51,23 @@ from .._utils import check_positive_int
 from ._archive import extracted_root
 from ._common import (
     DatasetError,
-    LinkSafeFolder,
-    class_folders,
     error_reason,
-    folder_samples,
     make_stream,
     stream_layout,
 )
+from .folders import LinkSafeFolder, class_folders, folder_samples
 from .specs import DATASETS, ICARL_SEED
 from .transforms import torchvision_transforms
 
 __all__ = ["ImageLoader", "imagefolder_class_sizes", "split_imagefolder"]
+
+#: The private Avalanche names this module relies on, checked against the
+#: installed Avalanche by ``tests/test_avalanche_private.py``
+#: (``Class()._name``: an instance attribute). The images decoded
+#: ``in_memory`` become a dataset through Avalanche's own private factory.
+AVALANCHE_PRIVATE = (
+    "avalanche.benchmarks.utils._make_taskaware_tensor_classification_dataset",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,9 @@ LAYOUT = (
 )
 
 _CHUNK = 256
+
+_Split = ImageFolder | TaskAwareSupervisedClassificationDataset
+"""A split as loaded: read from the files, or decoded into memory."""
 
 
 class ImageLoader:
@@ -158,7 +167,7 @@ def split_imagefolder(
     uint8 tensor; samples are then identical to the on-the-fly ones.
 
     Links are followed out of the tree but not back into it (see the
-    module and :class:`~bdr_avalanche.benchmarks._common.FolderTree`): a
+    module and :class:`~bdr_avalanche.benchmarks.folders.FolderTree`): a
     skipped link is logged as a warning naming it, and each image counts
     once however many links lead to it.
 
@@ -177,34 +186,9 @@ def split_imagefolder(
             f"in_memory=True needs resolution < {FULL_RESOLUTION} (images are "
             f"stored shrunk to resolution x resolution); got resolution={resolution}"
         )
-    path = Path(dataset_root).expanduser()
-    archive = path if path.suffix.lower() == ".zip" else None
-    root = _resolve_root(path)
-    try:
-        classes = _check_tree(root)
-        stream_layout(len(classes), n_base, n_phases, SPEC.name)
-        small = resolution < FULL_RESOLUTION
-        loader = ImageLoader(
-            resolution if small else None,
-            archive=archive,
-            archive_dir=None if archive is None else root.parent,
-        )
-        train_set = _image_folder(root / "train", loader)
-        test_set = _image_folder(root / "val", loader)
-        logger.info(
-            "%s: %d classes, %d training and %d validation images",
-            root,
-            len(classes),
-            len(train_set),
-            len(test_set),
-        )
-        if in_memory:
-            train_set = _decode_all(train_set, loader, resolution)
-            test_set = _decode_all(test_set, loader, resolution)
-    except DatasetError as err:
-        if archive is None or str(archive) in str(err):
-            raise
-        raise DatasetError(f"{err} (the tree was extracted from {archive})") from err
+    classes, train_set, test_set = _read_tree(
+        Path(dataset_root).expanduser(), n_base, n_phases, resolution, in_memory
+    )
     train_transform, eval_transform = torchvision_transforms(
         SPEC.recipe(resolution, in_memory)
     )
@@ -218,6 +202,51 @@ def split_imagefolder(
         train_transform=train_transform,
         eval_transform=eval_transform,
     )
+
+
+def _read_tree(
+    path: Path, n_base: int, n_phases: int, resolution: int, in_memory: bool
+) -> tuple[list[str], _Split, _Split]:
+    """The class folders and the two splits of the tree (or ``.zip``)
+    ``path``, after checking its layout and that its classes split into
+    ``n_base`` and ``n_phases``; a :class:`DatasetError` about a tree
+    extracted from a zip names the zip."""
+    archive = path if path.suffix.lower() == ".zip" else None
+    root = _resolve_root(path)
+    try:
+        classes = _check_tree(root)
+        stream_layout(len(classes), n_base, n_phases, SPEC.name)
+        return classes, *_load_splits(root, archive, resolution, in_memory)
+    except DatasetError as err:
+        if archive is None or str(archive) in str(err):
+            raise
+        raise DatasetError(f"{err} (the tree was extracted from {archive})") from err
+
+
+def _load_splits(
+    root: Path, archive: Path | None, resolution: int, in_memory: bool
+) -> tuple[_Split, _Split]:
+    """The training and validation sets of the checked tree ``root``
+    (extracted from ``archive``, if not ``None``), decoded into memory when
+    ``in_memory``."""
+    loader = ImageLoader(
+        resolution if resolution < FULL_RESOLUTION else None,
+        archive=archive,
+        archive_dir=None if archive is None else root.parent,
+    )
+    train_set = _image_folder(root / "train", loader)
+    test_set = _image_folder(root / "val", loader)
+    logger.info(
+        "%s: %d classes, %d training and %d validation images",
+        root,
+        len(train_set.classes),
+        len(train_set),
+        len(test_set),
+    )
+    if in_memory:
+        train_set = _decode_all(train_set, loader, resolution)
+        test_set = _decode_all(test_set, loader, resolution)
+    return train_set, test_set
 
 
 def imagefolder_class_sizes(dataset_root: str | os.PathLike) -> dict[str, int]:
@@ -314,7 +343,7 @@ def _shown(names: list[str]) -> str:
 
 class _ImageFolder(LinkSafeFolder, ImageFolder):
     """torchvision's ``ImageFolder``, its folders walked by
-    :class:`~bdr_avalanche.benchmarks._common.FolderTree`."""
+    :class:`~bdr_avalanche.benchmarks.folders.FolderTree`."""
 
 
 def _image_folder(folder: Path, loader: ImageLoader) -> ImageFolder:

@@ -16,7 +16,7 @@ reads) and the stream is the same ``nc_benchmark`` call, made by
 the image loader, :class:`~bdr_avalanche.benchmarks.imagefolder.ImageLoader`,
 so that an image that cannot be decoded raises :class:`DatasetError`
 naming the file when it is loaded; and the walk of the folders,
-:class:`~bdr_avalanche.benchmarks._common.FolderTree`, which follows links
+:class:`~bdr_avalanche.benchmarks.folders.FolderTree`, which follows links
 out of the tree but not back into it (skipped with a warning naming the
 link) and counts each image once.
 """
@@ -35,12 +35,11 @@ from torchvision.datasets import ImageFolder
 
 from ._common import (
     DatasetError,
-    LinkSafeFolder,
-    class_folders,
     error_reason,
     make_stream,
     stream_layout,
 )
+from .folders import LinkSafeFolder, class_folders
 from .imagefolder import ImageLoader
 from .specs import DATASETS, ICARL_SEED
 from .transforms import torchvision_transforms
@@ -99,7 +98,7 @@ def split_imagenet(
 
 class _ImageNet(LinkSafeFolder, AvalancheImageNet):
     """Avalanche's ``ImageNet`` (what its ``ImageNet()`` returns), its
-    folders walked by :class:`~bdr_avalanche.benchmarks._common.FolderTree`:
+    folders walked by :class:`~bdr_avalanche.benchmarks.folders.FolderTree`:
     links are followed out of the tree but not back into it, and each image
     counts once."""
 

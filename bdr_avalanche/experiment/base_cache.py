@@ -33,6 +33,7 @@ reported apart (``base_model.stored_time_s`` in ``results.json``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -90,8 +91,7 @@ FIRST_EXPERIENCE_KEYS: dict[str, str] = {
     "lr_decay": "the schedule",
     "eval_batch_size": "the evaluation and the herding after it",
     "mem_per_class": "the memory built at its end",
-    "cwd_coef": "CwD's weight, when CwD is on",
-    "reject_threshold": "CwD's smallest class in a batch, when CwD is on",
+    "cwd": "CwD's hyper-parameters (all of cwd.*), when CwD is on",
     "device": "its type (cpu, cuda)",
     "fast_input": "the input path (as resolved)",
     "amp": "the autocast dtype (as resolved)",
@@ -99,21 +99,19 @@ FIRST_EXPERIENCE_KEYS: dict[str, str] = {
     "compile": "the compiled kernels",
 }
 """The keys that decide the first experience, and how they enter the key
-of the cache (:func:`base_settings`)."""
+of the cache (:func:`base_settings`). A method's record (``cwd``) is
+declared as a whole: a field added to it needs no edit here."""
 
 _RUNTIME = "where or how the run executes and logs, not what it computes"
 LATER_KEYS: dict[str, str] = {
     "name": _RUNTIME,
     "download": "fetches missing files only; the files read are fingerprinted",
-    "lambda_base": "LUCIR's less-forget term needs old classes",
-    "margin": "LUCIR's margin ranking needs old classes",
-    "k": "LUCIR's margin ranking needs old classes (k is only checked against "
-    "the later experiences)",
-    "mr_weight": "LUCIR's margin ranking needs old classes",
-    "m1": "BDR acts after the first experience",
-    "m2": "BDR acts after the first experience",
-    "bdr_momentum": "BDR acts after the first experience",
-    "tau": "BDR acts after the first experience",
+    "lucir": "LUCIR's less-forget and margin-ranking terms need old classes "
+    "(k is only checked against the later experiences)",
+    "bdr": "BDR acts after the first experience",
+    "lwf": "a baseline's: baselines do not use the cache",
+    "bic": "a baseline's: baselines do not use the cache",
+    "der": "a baseline's: baselines do not use the cache",
     "output_dir": _RUNTIME,
     "reuse_base": "whether the cache is used at all",
     "base_cache": "where the cache is",
@@ -174,7 +172,6 @@ def first_experience_settings(
 
     spec = DATASETS[cfg.dataset]
     root = cfg.dataset_root
-    cwd = bool(OUR_METHODS[cfg.method].get("cwd"))
     fast_input = build_batch_augment(cfg, device) is not None
     amp = amp_dtype(cfg, device)
     return {
@@ -199,6 +196,20 @@ def first_experience_settings(
         "backbone": cfg.backbone,
         "width": cfg.width if cfg.backbone == "small_cnn" else None,
         "seed": cfg.seed,
+        **_training_settings(cfg),
+        **_cwd_settings(cfg),
+        "device": device.type,
+        "world_size": distributed.world_size(),
+        "fast_input": fast_input,
+        "amp": None if amp is None else str(amp),
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+    }
+
+
+def _training_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The first experience's schedule, batch sizes and memory size."""
+    return {
         "epochs": cfg.epochs,
         "batch_size": cfg.first_batch_size or cfg.batch_size,
         "lr": cfg.lr if cfg.first_lr is None else cfg.first_lr,
@@ -208,16 +219,14 @@ def first_experience_settings(
         "lr_decay": cfg.lr_decay,
         "eval_batch_size": cfg.eval_batch_size,
         "mem_per_class": cfg.mem_per_class,
-        "cwd": cwd,
-        "cwd_coef": cfg.cwd_coef if cwd else None,
-        "reject_threshold": cfg.reject_threshold if cwd else None,
-        "device": device.type,
-        "world_size": distributed.world_size(),
-        "fast_input": fast_input,
-        "amp": None if amp is None else str(amp),
-        "channels_last": cfg.channels_last,
-        "compile": cfg.compile,
     }
+
+
+def _cwd_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Whether CwD is on and, when it is, every field of its record
+    (``None`` when it is off: its values then change nothing)."""
+    cwd = "cwd" in OUR_METHODS[cfg.method]
+    return {"cwd": cwd, "cwd_params": dataclasses.asdict(cfg.cwd) if cwd else None}
 
 
 def check_cache_folder(

@@ -3,7 +3,13 @@
 Both read YAML config files (``-c``, later files win) and then options; the
 options are generated from :class:`~bdr_avalanche.experiment.config.ExperimentConfig`,
 so every config key is also an option (``--dataset_root`` or
-``--dataset-root``) and ``--help`` lists them all with their defaults.
+``--dataset-root``) and ``--help`` lists them all with their defaults and
+ranges. The training keys are top-level (``--lr 0.05``); a method's own
+hyper-parameters are dotted keys, the fields of its record in
+:mod:`bdr_avalanche.params` (``--bdr.m1 0.6``, ``--cwd.coef 0.3``,
+``--der.alpha 0.2``; YAML: ``bdr: {m1: 0.6}``). A flat name of such a
+field (``--cwd_coef``, ``m1:`` in a file) is refused with the dotted key
+it may mean.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # The runner, the data and the strategies (torch, Avalanche) are imported
 # inside main, after the arguments, the configuration and the results
 # folder's lock are checked: --help, a bad value and a folder in use need
 # only the config and run_folder modules, and are answered at once.
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig, Key
 
 __all__ = ["build_parser", "main"]
 
@@ -45,41 +55,60 @@ examples:
 """
 
 
-def _help(f) -> str:
-    default = f.default if f.default is not MISSING else f.default_factory()
-    notes = [] if default is None else [f"default: {default!r}"]  # None: see help
-    bound = f.metadata["hparam"].bound
-    if bound is not None:
-        notes.append(f"must be {bound}")
-    help = f.metadata["help"]
-    return f"{help} [{'; '.join(notes)}]" if notes else help
+KEYS = """\
+configuration keys:
+  The training keys are top-level (--epochs 2, --lr 0.05; YAML: "lr: 0.05").
+  A method's own hyper-parameters are dotted: --bdr.m1 0.6, --cwd.coef 0.3,
+  --lucir.lambda_base 10, --der.alpha 0.2 (YAML: "bdr: {m1: 0.6}", or the
+  dotted key "bdr.m1: 0.6"). Options override the config files.
+"""
+
+
+def _help(spec: Key) -> str:
+    """An option's help: the key's text, its default and its range."""
+    hp = spec.hparam
+    notes = [] if hp.default is None else [f"default: {hp.default!r}"]  # see help
+    if hp.bound is not None:
+        notes.append(f"must be {hp.bound}")
+    return f"{hp.help} [{'; '.join(notes)}]" if notes else hp.help
 
 
 def _add_config_options(
     parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 ) -> None:
-    from .config import ExperimentConfig
+    """One option per config key (:func:`~.config.config_keys`): the
+    top-level keys in one group, each method's record in a group of its
+    own (``--bdr.m1``)."""
+    from .config import GROUPS, ExperimentConfig, config_keys
 
-    group = parser.add_argument_group(
-        "configuration keys (override the config files; each value is read "
-        "by its key's type: 5, 0.1, true/false, text as written; lists as "
-        "[80,120] or 80,120; an empty value gives an optional key its default)"
-    )
+    groups = {
+        None: parser.add_argument_group(
+            "configuration keys (override the config files; each value is read "
+            "by its key's type: 5, 0.1, true/false, text as written; lists as "
+            "[80,120] or 80,120; an empty value gives an optional key its default)"
+        )
+    }
     for f in fields(ExperimentConfig):
-        if f.name in skip:
+        if f.name in GROUPS:
+            yaml_form = f"YAML: {f.name}: {{key: value}}"
+            groups[f.name] = parser.add_argument_group(
+                f"{f.name}.* keys, {f.metadata['help']} ({yaml_form})"
+            )
+    for key, spec in config_keys().items():
+        if key in skip:
             continue
-        flags = [f"--{f.name}"]
-        if "_" in f.name:
-            flags.append(f"--{f.name.replace('_', '-')}")
-        boolean = f.type in ("bool", bool)
-        group.add_argument(
+        flags = [f"--{key}"]
+        if "_" in key:
+            flags.append(f"--{key.replace('_', '-')}")
+        boolean = spec.hint is bool
+        groups[spec.group].add_argument(
             *flags,
-            dest=f.name,
+            dest=key,
             metavar="BOOL" if boolean else "VALUE",
             nargs="?" if boolean else None,
             const="true" if boolean else None,
             default=argparse.SUPPRESS,
-            help=_help(f),
+            help=_help(spec),
         )
 
 
@@ -105,6 +134,24 @@ class _Parser(argparse.ArgumentParser):
         """Print the usage and the (cut) message; exit with status 2."""
         super().error(_cut(message))
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """``argparse``'s, but an option that is a config key's old flat
+        name (``--cwd_coef``) gets one line, as a bad config key does:
+        "did you mean --cwd.coef"."""
+        from .config import did_you_mean
+
+        parsed, extra = self.parse_known_args(args, namespace)
+        for arg in extra:
+            option = arg.partition("=")[0]
+            near = did_you_mean(option.removeprefix("--"))
+            if option.startswith("--") and near:
+                names = " or ".join(f"--{key}" for key in near)
+                message = f"unknown option {option}; did you mean {names}?"
+                self.exit(2, f"{self.prog}: error: {_cut(message)}\n")
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bdr-avalanche`` argument parser."""
@@ -114,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bdr-avalanche",
         description="Class-incremental experiments with LUCIR, CwD and BDR "
         "(and Avalanche's built-in strategies) on Avalanche streams.",
-        epilog=EXAMPLES,
+        epilog=KEYS + EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -129,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=text,
             description=text,
-            epilog=EXAMPLES,
+            epilog=KEYS + EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.add_argument(
@@ -195,20 +242,9 @@ def _main(argv: Sequence[str] | None) -> int:
     command, files = args.pop("command"), args.pop("config")
     overwrite, verbose = args.pop("overwrite"), args.pop("verbose")
     methods = args.pop("methods", None)
-    logging.basicConfig(
-        # under torchrun, rank 0 speaks for all processes
-        level=logging.DEBUG
-        if verbose
-        else logging.INFO
-        if _rank_0()
-        else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    _set_up_logging(verbose)
     from .config import ConfigError, comparison_name, load_config, parse_value
-    from .run_folder import FolderWriteError, RunFolderError, check_not_in_use
+    from .run_folder import RunFolderError, check_not_in_use
 
     try:
         overrides = {key: parse_value(key, text) for key, text in args.items()}
@@ -221,13 +257,40 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
     except _SettingsError as err:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
+    _execute(parser, command, cfg, methods, overwrite)
+    return 0
+
+
+def _set_up_logging(verbose: bool) -> None:
+    """Log at debug level with ``-v``; else rank 0 at info level and the
+    other ``torchrun`` processes at warning level (rank 0 speaks for all)."""
+    level = logging.INFO if _rank_0() else logging.WARNING
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _execute(
+    parser: argparse.ArgumentParser,
+    command: str,
+    cfg: ExperimentConfig,
+    methods: str | None,
+    overwrite: bool,
+) -> None:
+    """Run the checked ``cfg`` (``run``) or compare ``methods`` on it; exit
+    with status 1 (the run failed) or 2 (bad input) and one line."""
     from ..benchmarks import DatasetError
     from ..distributed import launched_by_torchrun, shutdown
     from ..plugins import NonFiniteLossError
     from ._atomic import WriteError
     from .checkpoint import CheckpointError
     from .compare import run_comparison
-    from .run_folder import RunExistsError
+    from .config import ConfigError
+    from .run_folder import FolderWriteError, RunExistsError, RunFolderError
     from .runner import run_experiment
 
     try:
@@ -254,7 +317,6 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
     finally:
         shutdown()
-    return 0
 
 
 def _rank_0() -> bool:

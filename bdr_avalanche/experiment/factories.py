@@ -8,8 +8,8 @@ its dataset before anything is read or written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
 
 import torch
 from avalanche.training.templates import SupervisedTemplate
@@ -20,11 +20,12 @@ from ..baselines import make_baseline
 from ..benchmarks import DatasetError
 from ..benchmarks.specs import DATASETS, in_memory_datasets
 from ..models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
+from ..params import TrainingParams
 from ..strategy import LUCIR
 from ..training.augment import BatchAugment
 from ..training.speed import Speed
 from ..training.support import unsupported
-from .config import OUR_METHODS, ConfigError, ExperimentConfig
+from .config import GROUPS, OUR_METHODS, ConfigError, ExperimentConfig
 
 __all__ = [
     "amp_dtype",
@@ -223,20 +224,14 @@ def build_strategy(
 ) -> SupervisedTemplate:
     """Our ``LUCIR`` strategy for our methods, else an Avalanche baseline;
     both with the config's speed switches (fast input path, autocast,
-    channels-last, compile), so that every method is fed the same way."""
-    schedule: dict[str, Any] = {
-        "lr": cfg.lr,
-        "momentum": cfg.momentum,
-        "weight_decay": cfg.weight_decay,
-        "milestones": list(cfg.milestones),
-        "lr_decay": cfg.lr_decay,
-        "train_mb_size": cfg.batch_size,
-        "train_epochs": cfg.epochs,
-        "eval_mb_size": cfg.eval_batch_size,
-        "mem_per_class": cfg.mem_per_class,
-        "device": device,
-        "evaluator": evaluator,
-    }
+    channels-last, compile), so that every method is fed the same way.
+
+    The records go as they are: the training keys
+    (:class:`~bdr_avalanche.params.TrainingParams`), and ``cfg.lucir``,
+    ``cfg.cwd`` and ``cfg.bdr`` for the plugins that the method has
+    (:data:`~.config.OUR_METHODS`); a baseline gets the record of its name
+    when the config has one (``cfg.der``)."""
+    training = TrainingParams.take(cfg)
     speed = Speed(
         batch_augment=build_batch_augment(cfg, device),
         amp_dtype=amp_dtype(cfg, device),
@@ -248,27 +243,25 @@ def build_strategy(
             cfg.method,
             backbone=backbone,
             num_classes=num_classes,
+            # first_lr and first_batch_size are our methods' only
+            training=dataclasses.replace(
+                training, first_lr=None, first_batch_size=None
+            ),
+            device=device,
+            evaluator=evaluator,
+            hparams=getattr(cfg, cfg.method) if cfg.method in GROUPS else None,
             speed=speed,
-            **schedule,
         )
+    on = OUR_METHODS[cfg.method]
     return LUCIR(
         backbone=backbone,
-        first_lr=cfg.first_lr,
-        first_train_mb_size=cfg.first_batch_size,
-        lambda_base=cfg.lambda_base,
-        margin=cfg.margin,
-        k=cfg.k,
-        mr_weight=cfg.mr_weight,
-        cwd_coef=cfg.cwd_coef,
-        reject_threshold=cfg.reject_threshold,
-        m1=cfg.m1,
-        m2=cfg.m2,
-        bdr_momentum=cfg.bdr_momentum,
-        tau=cfg.tau,
-        compile_backbone=speed.compile,
-        **speed.strategy_args(),
-        **OUR_METHODS[cfg.method],
-        **schedule,
+        training=training,
+        lucir=cfg.lucir,
+        cwd=cfg.cwd if "cwd" in on else False,
+        bdr=cfg.bdr if "bdr" in on else False,
+        device=device,
+        evaluator=evaluator,
+        speed=speed,
     )
 
 

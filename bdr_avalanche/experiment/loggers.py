@@ -39,6 +39,10 @@ from .config import ExperimentConfig
 
 __all__ = ["RunLoggers", "WandBLogger", "resolve_wandb_mode"]
 
+AVALANCHE_PRIVATE = ("avalanche.logging.WandBLogger._log_checkpoint",)
+"""The private Avalanche name this module overrides (checked by
+``tests/test_avalanche_private.py``)."""
+
 log = logging.getLogger(__name__)
 
 WANDB_INIT_TIMEOUT_S = 30.0

@@ -113,19 +113,15 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     again. A run that fails or is interrupted before its first checkpoint
     leaves no folder (an empty folder it was given stays, empty). Every
     results file is written atomically. Avalanche's baselines are not
-    checkpointed: an interrupted one starts again from its first
-    experience. A run whose folder would hold the base-model cache is
-    refused (:func:`~.base_cache.check_cache_folder`).
+    checkpointed: an interrupted one starts again. A run whose folder would
+    hold the base-model cache is refused (:func:`~.check_cache_folder`).
     """
     cfg = cfg.resolved()
     device = process_device(cfg)
     validate(cfg)
     check_cache_folder(cfg)
     run_dir = Path(cfg.output_dir) / cfg.name
-    folder = RunFolder.open(run_dir, "run") if distributed.is_main_process() else None
-    if folder is not None:  # left by a process killed while writing
-        for path in (run_dir, run_dir / "models"):
-            remove_stale_temporaries(path)
+    folder = _open_folder(run_dir)
     # the experience in progress; resumable from the run's checkpoint, the cache
     progress = {"experience": 0, "saved": 0, "base": 0}
     checkpoint, fresh = None, False
@@ -144,12 +140,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             fresh = True
             _start_afresh(folder, cfg)
         if checkpoint is None and base is not None:
-            checkpoint = _reuse(base, len(benchmark.train_stream))
-            if checkpoint is not None:  # resume after the first experience
-                progress["experience"] = progress["base"] = 1
-                log.info(
-                    "%s: reusing the first experience stored in %s", cfg.name, base.path
-                )
+            checkpoint = _reuse(base, len(benchmark.train_stream), cfg.name, progress)
         summary = _train(
             cfg, device, run_dir, backbone, benchmark, checkpoint, progress, base
         )
@@ -158,25 +149,48 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             err.experience = progress["experience"]
             err.resume_from = max(progress["saved"], progress["base"])
         if folder is not None:
-            # a fresh run emptied its folder: what is there now is its own
-            kept = [run_dir / name for name in ("results.json", CHECKPOINT_FILE)]
-            if fresh and not any(path.exists() for path in kept):
-                # nothing to resume: leave no half-written folder behind
-                folder.discard(delete=folder.created or overwrite)
-            elif checkpoint is None and not fresh and folder.created:
-                folder.discard(delete=True)  # failed before writing anything
+            _leave_folder(folder, fresh, checkpoint is None, overwrite)
         raise
     finally:
         if folder is not None:
             folder.close()
+    _log_summary(cfg.name, summary)
+    return summary
+
+
+def _log_summary(name: str, summary: dict[str, Any]) -> None:
     log.info(
         "%s: average incremental accuracy %.2f%%, last %.2f%%, forgetting %.2f%%",
-        cfg.name,
+        name,
         100 * summary["average_incremental_accuracy"],
         100 * summary["last_accuracy"],
         100 * summary["forgetting"],
     )
-    return summary
+
+
+def _open_folder(run_dir: Path) -> RunFolder | None:
+    """The run's folder, opened and locked by the main process (``None``
+    in the others), without the temporaries of a process killed while
+    writing."""
+    if not distributed.is_main_process():
+        return None
+    folder = RunFolder.open(run_dir, "run")
+    for path in (run_dir, run_dir / "models"):
+        remove_stale_temporaries(path)
+    return folder
+
+
+def _leave_folder(
+    folder: RunFolder, fresh: bool, no_checkpoint: bool, overwrite: bool
+) -> None:
+    """After a failed or interrupted run: leave no half-written folder
+    behind where there is nothing to resume."""
+    # a fresh run emptied its folder: what is there now is its own
+    kept = [folder.path / name for name in ("results.json", CHECKPOINT_FILE)]
+    if fresh and not any(path.exists() for path in kept):
+        folder.discard(delete=folder.created or overwrite)
+    elif no_checkpoint and not fresh and folder.created:
+        folder.discard(delete=True)  # failed before writing anything
 
 
 def _train(
@@ -381,14 +395,19 @@ def _base_cache(
     return BaseCache(BaseCache.folder(cfg), base_settings(cfg, benchmark, device))
 
 
-def _reuse(base: BaseCache, num_experiences: int) -> dict[str, Any] | None:
+def _reuse(
+    base: BaseCache, num_experiences: int, name: str, progress: dict[str, int]
+) -> dict[str, Any] | None:
     """The checkpoint to resume from after the stored first experience of
-    ``base``, if there is one: its time is the time this run took to read
-    it, the training time stored with it goes to ``base_model``."""
+    ``base``, if there is one (then ``progress`` is after the first
+    experience): its time is the time this run took to read it, the
+    training time stored with it goes to ``base_model``."""
     start = time.perf_counter()
     state = base.load(num_experiences)
     if state is None:
         return None
+    progress["experience"] = progress["base"] = 1
+    log.info("%s: reusing the first experience stored in %s", name, base.path)
     state["base_model"] = {
         "reused": True,
         "cache": str(base.path),

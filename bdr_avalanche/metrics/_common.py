@@ -9,30 +9,35 @@ is the ``i``-th class in order of arrival) trains and evaluates in its
 own ids; :func:`model_classes` (and :func:`current_model_classes`) asks
 the strategy for them, in one place. Also here: the memory of the
 classes seen so far (:class:`ExperienceClasses`), the accumulator dtype
-for device sums, and access to BDR's plugin and prior.
+for device sums, and access to a prior added to the logits (BDR's).
+
+The metrics find that prior by what a plugin offers, the small
+:class:`LogitPrior` protocol, not by its class: they do not import the
+plugins, and any plugin that adds a log prior to the logits is measured
+the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ..models.cosine import experience_classes
-from ..plugins.bdr import BDRPlugin
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 __all__ = [
     "ExperienceClasses",
+    "LogitPrior",
     "accumulator_dtype",
     "current_experience_id",
     "current_model_classes",
     "current_prior",
-    "find_bdr",
+    "find_logit_prior",
     "model_classes",
 ]
 
@@ -43,16 +48,30 @@ def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def find_bdr(strategy: SupervisedTemplate) -> BDRPlugin | None:
-    """The strategy's :class:`~bdr_avalanche.BDRPlugin`, if it has one."""
+@runtime_checkable
+class LogitPrior(Protocol):
+    """A plugin that adds a log prior to the logits of the training losses
+    (:class:`~bdr_avalanche.BDRPlugin`): what the prior metrics read."""
+
+    prior: Tensor | None
+    """The log prior per class now; ``None`` while none is added."""
+
+    def logit_adjustment(self, num_logits: int) -> Tensor:
+        """The prior padded to ``num_logits`` units, as the loss adds it."""
+        ...
+
+
+def find_logit_prior(strategy: SupervisedTemplate) -> LogitPrior | None:
+    """The strategy's first plugin with a :class:`LogitPrior` (BDR's), if
+    it has one."""
     for plugin in strategy.plugins:
-        if isinstance(plugin, BDRPlugin):
+        if isinstance(plugin, LogitPrior):
             return plugin
     return None
 
 
 def current_prior(
-    bdr: BDRPlugin | None, num_logits: int, use: bool = True
+    bdr: LogitPrior | None, num_logits: int, use: bool = True
 ) -> Tensor | None:
     """The prior BDR adds to the loss now, padded to ``num_logits``."""
     if not use or bdr is None or bdr.prior is None:

@@ -21,14 +21,14 @@ from avalanche.evaluation.metric_results import MetricResult
 from torch import Tensor
 
 from ..distributed import sum_over_ranks
-from ..plugins.bdr import BDRPlugin
 from ._common import (
     ExperienceClasses,
+    LogitPrior,
     accumulator_dtype,
     current_experience_id,
     current_model_classes,
     current_prior,
-    find_bdr,
+    find_logit_prior,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +40,12 @@ __all__ = [
     "logit_gradient_mass",
     "memory_gradient_share",
 ]
+
+#: The private Avalanche names this module relies on, checked against the
+#: installed Avalanche by ``tests/test_avalanche_private.py``
+#: (``Class()._name``: an instance attribute). :class:`MemoryGradShare`
+#: updates and reads its accumulator as ``GenericPluginMetric`` keeps it.
+AVALANCHE_PRIVATE = ("avalanche.evaluation.GenericPluginMetric()._metric",)
 
 
 def logit_gradient_mass(
@@ -205,7 +211,7 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
         [per epoch], "sample_share": [per epoch]}``."""
         self._classes = ExperienceClasses()
         self._memory_classes: Tensor | None = None
-        self._bdr: BDRPlugin | None = None
+        self._bdr: LogitPrior | None = None
         self._current: dict[str, Any] | None = None
 
     def __str__(self) -> str:
@@ -218,7 +224,7 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
         self._memory_classes = torch.tensor(
             self._classes.seen(), dtype=torch.long, device=strategy.device
         )
-        self._bdr = find_bdr(strategy)
+        self._bdr = find_logit_prior(strategy)
         self._current = {
             "experience": current_experience_id(strategy),
             "gradient_share": [],

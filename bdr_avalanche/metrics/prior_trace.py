@@ -18,12 +18,12 @@ from avalanche.evaluation import PluginMetric
 from torch import Tensor
 
 from .._utils import check_positive_int
-from ..plugins.bdr import BDRPlugin
 from ._common import (
     ExperienceClasses,
+    LogitPrior,
     current_experience_id,
     current_model_classes,
-    find_bdr,
+    find_logit_prior,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class PriorTrace(PluginMetric[None]):
         self.max_points = check_positive_int("max_points", max_points, minimum=2)
         self.records: list[PriorTraceRecord] = []
         self._classes = ExperienceClasses()
-        self._bdr: BDRPlugin | None = None
+        self._bdr: LogitPrior | None = None
         self._steps: list[int] = []
         self._priors: list[Tensor] = []
         self._step = 0
@@ -101,7 +101,7 @@ class PriorTrace(PluginMetric[None]):
 
     def before_training_exp(self, strategy: SupervisedTemplate) -> None:
         self.reset()
-        self._bdr = find_bdr(strategy)
+        self._bdr = find_logit_prior(strategy)
         self._experience = current_experience_id(strategy)
         self._new = current_model_classes(strategy)
 

@@ -73,6 +73,17 @@ __all__ = [
     "identify",
 ]
 
+#: The private Avalanche names this module relies on, checked against the
+#: installed Avalanche by ``tests/test_avalanche_private.py``
+#: (``Class()._name``: an instance attribute). :func:`identify` tells
+#: iCaRL built from ``Naive`` by its ``_ICaRLPlugin``; the criterion
+#: adapter wraps ``strategy._criterion``, the loss Avalanche's
+#: ``SupervisedProblem.criterion`` calls.
+AVALANCHE_PRIVATE = (
+    "avalanche.training.supervised.icarl._ICaRLPlugin",
+    "avalanche.training.templates.SupervisedTemplate()._criterion",
+)
+
 #: ``offset(num_logits)``: the logit offset to add to a training loss now,
 #: or ``None`` when nothing is to be added.
 LogitOffset = Callable[[int], "Tensor | None"]
@@ -109,13 +120,14 @@ def identify(strategy: SupervisedTemplate) -> Family:
     told apart by their plugins: a ``GDumbPlugin``, ``BiCPlugin`` or
     ``AGEMPlugin``/``GEMPlugin`` makes the strategy of that name, a
     ``ReplayPlugin`` or :class:`~bdr_avalanche.ConcatReplayPlugin` gives
-    replay, an ``LwFPlugin`` alone is LwF. Any other class is
+    replay, an ``LwFPlugin`` alone is LwF. A strategy class may declare its
+    family as the class attribute ``PLUGIN_FAMILY`` (as
+    :class:`~bdr_avalanche.LUCIR` does). Any other class is
     :attr:`Family.OTHER`.
     """
-    from ..strategy import LUCIR  # the strategy module imports the plugins
-
-    if isinstance(strategy, LUCIR):
-        return Family.LUCIR
+    declared = getattr(type(strategy), "PLUGIN_FAMILY", None)
+    if isinstance(declared, Family):
+        return declared
     if isinstance(strategy, DER):
         return Family.DER_PP if strategy.beta > 0 else Family.DER
     if isinstance(strategy, ER_ACE):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -20,8 +20,7 @@ from ..functional import (
     class_sums,
     update_class_statistics,
 )
-from ..hparam_tables import BDR_HPARAMS
-from ..hparams import HParam, document_hparams
+from ..params import BDRParams, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from ._stream import PhaseTracker
 from .compat import check_model, check_softmax_ce, check_strategy
@@ -99,30 +98,32 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     is fine; class weights are refused, since they change the label
     distribution the prior corrects) or ``F.cross_entropy``.
 
+    The hyper-parameters are a :class:`~bdr_avalanche.params.BDRParams`
+    (``params``), or its fields as keyword arguments
+    (``BDRPlugin(m1=0.6)``); the plugin keeps them as :attr:`params`.
+
+    :param params: the hyper-parameters as one record.
     :param feature_layer: submodule whose output is the feature vector.
     :param assume_softmax_ce: add the prior to the logits of any criterion,
         for a loss that is a softmax cross-entropy under another name (the
         user's word for it: the plugin cannot check it).
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = BDR_HPARAMS
-    """The hyper-parameters: default, help text and range."""
+    PARAMS: ClassVar[type[BDRParams]] = BDRParams
+    """The record of the hyper-parameters (default, help text and range)."""
 
     def __init__(
         self,
-        m1: float = HPARAMS["m1"].default,
-        m2: float = HPARAMS["m2"].default,
-        momentum: float = HPARAMS["momentum"].default,
-        tau: float = HPARAMS["tau"].default,
+        params: BDRParams | None = None,
+        /,
+        *,
         feature_layer: str = "backbone",
         assume_softmax_ce: bool = False,
+        **hparams: float,
     ) -> None:
         super().__init__()
-        hp = self.HPARAMS
-        self.m1 = hp["m1"].check("m1", m1)
-        self.m2 = hp["m2"].check("m2", m2)
-        self.momentum = hp["momentum"].check("momentum", momentum)
-        self.tau = hp["tau"].check("tau", tau)
+        self.params = BDRParams.build(params, **hparams)
+        """The hyper-parameters."""
         self.assume_softmax_ce = bool(assume_softmax_ce)
         """Skip the check that the criterion is a softmax cross-entropy."""
         self.prior: Tensor | None = None
@@ -167,7 +168,9 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         measured, self.centres, self.scatters = self._measure_phase(strategy)
         seen = self._adapter.loss_label_counts(strategy, measured.shape[0])
         self.phase_counts = measured if seen is None else _checked(seen, measured)
-        self.prior = bdr_log_prior(self.phase_counts, self.scatters, self.m1, self.tau)
+        self.prior = bdr_log_prior(
+            self.phase_counts, self.scatters, self.params.m1, self.params.tau
+        )
         self._features.attach(strategy.model)
 
     def _phase_batches(self, strategy: SupervisedTemplate) -> Iterable:
@@ -239,8 +242,9 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
             gather_batch(features.detach()),
             gather_batch(labels),
         )
-        estimate = bdr_log_prior(self.phase_counts, self.scatters, self.m2, self.tau)
-        self.prior = torch.lerp(estimate, self.prior, self.momentum)
+        p = self.params
+        estimate = bdr_log_prior(self.phase_counts, self.scatters, p.m2, p.tau)
+        self.prior = torch.lerp(estimate, self.prior, p.momentum)
         self._adapter.after_forward(strategy)
 
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
@@ -251,6 +255,12 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
         self._features.detach()
         self._adapter.remove_offset(strategy)
         self._strategy = None
+
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The prior of the current step (``bdr_prior``), for
+        :class:`~bdr_avalanche.plugins.FiniteLossGuard`; none before it
+        acts."""
+        return {} if self.prior is None else {"bdr_prior": self.prior}
 
     def state_dict(self) -> dict[str, Tensor | None]:
         """The prior and the phase statistics (they are measured again at

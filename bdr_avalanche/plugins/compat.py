@@ -44,6 +44,12 @@ __all__ = [
     "markdown_table",
 ]
 
+#: The private Avalanche names this module relies on, checked against the
+#: installed Avalanche by ``tests/test_avalanche_private.py``
+#: (``Class()._name``: an instance attribute). :func:`check_softmax_ce`
+#: reads the loss from ``strategy._criterion``.
+AVALANCHE_PRIVATE = ("avalanche.training.templates.SupervisedTemplate()._criterion",)
+
 
 class IncompatibleStrategyError(ValueError):
     """A plugin was attached to a strategy it does not apply to."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 from avalanche.training.plugins import SupervisedPlugin
@@ -10,8 +9,7 @@ from torch import Tensor
 
 from ..distributed import gather_batch
 from ..functional import class_wise_decorrelation_loss
-from ..hparam_tables import CWD_HPARAMS
-from ..hparams import HParam, document_hparams
+from ..params import CwDParams, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from ._stream import PhaseTracker
 from .compat import check_model, check_strategy
@@ -47,24 +45,28 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
     mini-experience does not tell its origin, and is refused with
     ``ValueError`` before its first step.
 
+    The hyper-parameters are a :class:`~bdr_avalanche.params.CwDParams`
+    (``params``), or its fields as keyword arguments
+    (``CwDPlugin(coef=0.3)``); the plugin keeps them as :attr:`params`.
+
+    :param params: the hyper-parameters as one record.
     :param feature_layer: submodule whose output is the feature vector.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = CWD_HPARAMS
-    """The hyper-parameters: default, help text and range."""
+    PARAMS: ClassVar[type[CwDParams]] = CwDParams
+    """The record of the hyper-parameters (default, help text and range)."""
 
     def __init__(
         self,
-        coef: float = HPARAMS["coef"].default,
-        reject_threshold: int = HPARAMS["reject_threshold"].default,
+        params: CwDParams | None = None,
+        /,
+        *,
         feature_layer: str = "backbone",
+        **hparams: float,
     ) -> None:
         super().__init__()
-        hp = self.HPARAMS
-        self.coef = hp["coef"].check("coef", coef)
-        self.reject_threshold = hp["reject_threshold"].check(
-            "reject_threshold", reject_threshold
-        )
+        self.params = CwDParams.build(params, **hparams)
+        """The hyper-parameters."""
         self.last_loss: Tensor | None = None
         """The last step's weighted CwD term."""
         self._features = StepRecorder(feature_layer)
@@ -100,11 +102,18 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
         features, labels = self._adapter.features_and_labels(strategy, self._features)
         # distributed: the statistics of the global batch, with gradients
         features = gather_batch(features, differentiable=True)
-        loss = self.coef * class_wise_decorrelation_loss(
-            features, gather_batch(labels), self.reject_threshold
+        loss = self.params.coef * class_wise_decorrelation_loss(
+            features, gather_batch(labels), self.params.reject_threshold
         )
         self.last_loss = loss.detach()
         strategy.loss += loss
+
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The last step's weighted term (``cwd``) while the term is
+        added, for :class:`~bdr_avalanche.plugins.FiniteLossGuard`."""
+        if not self._active or self.last_loss is None:
+            return {}
+        return {"cwd": self.last_loss}
 
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         self._active = False

@@ -16,7 +16,12 @@ from ..models.cosine import CosineIncrementalClassifier
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
-__all__ = ["FiniteLossGuard", "NonFiniteLossError", "NonPositiveScaleError"]
+__all__ = [
+    "FiniteLossGuard",
+    "NonFiniteLossError",
+    "NonPositiveScaleError",
+    "step_loss_terms",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,17 +50,20 @@ class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
     is zero or negative.
 
     The terms are the strategy's ``loss_terms()`` when it has that method
-    (:class:`~bdr_avalanche.LUCIR` reports the classification loss, LUCIR's
-    less-forget and margin-ranking terms, CwD's term and BDR's prior), else
-    its total ``loss``. After each backward pass the terms are tested on the
-    device and the result is accumulated there; the host reads it, together
-    with the scales' current values, every ``check_every`` iterations and at
-    the end of every epoch, so the guard adds no host synchronisation to the
-    other steps. At most ``check_every - 1`` updates can thus follow the
-    first non-finite value before training stops. The scale is learnable
-    and left free, as in LUCIR's reference code: a learning rate too high
-    for it can drive it through zero (the logits then flip sign), which the
-    check at the end of an epoch always sees, whatever ``check_every``.
+    (:class:`~bdr_avalanche.LUCIR` reports the classification loss), else
+    its total ``loss``, then those its plugins report with their own
+    ``loss_terms()`` (:class:`~bdr_avalanche.LUCIRPlugin`'s less-forget and
+    margin-ranking terms, :class:`~bdr_avalanche.CwDPlugin`'s term,
+    :class:`~bdr_avalanche.BDRPlugin`'s prior). After each backward pass the
+    terms are tested on the device and the result is accumulated there; the
+    host reads it, together with the scales' current values, every
+    ``check_every`` iterations and at the end of every epoch, so the guard
+    adds no host synchronisation to the other steps. At most
+    ``check_every - 1`` updates can thus follow the first non-finite value
+    before training stops. The scale is learnable and left free, as in LUCIR's reference
+    code: a learning rate too high for it can drive it through zero (the
+    logits then flip sign), which the check at the end of an epoch always
+    sees, whatever ``check_every``.
 
     :param check_every: iterations between two reads of the flags.
     """
@@ -75,12 +83,7 @@ class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
         }
 
     def after_backward(self, strategy: SupervisedTemplate, **kwargs):
-        terms = (
-            strategy.loss_terms()
-            if hasattr(strategy, "loss_terms")
-            else {"loss": strategy.loss}
-        )
-        for name, value in terms.items():
+        for name, value in step_loss_terms(strategy).items():
             bad = ~torch.isfinite(value.detach()).all()
             previous = self._flags.get(name)
             self._flags[name] = bad if previous is None else previous | bad
@@ -125,3 +128,15 @@ class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
                     "rate is likely too high for sigma: lower it (or keep sigma "
                     "fixed, sigma.requires_grad_(False))"
                 )
+
+
+def step_loss_terms(strategy: SupervisedTemplate) -> dict[str, Tensor]:
+    """The step's loss terms by name: the strategy's (its ``loss_terms()``,
+    else its total ``loss``), then each plugin's ``loss_terms()``."""
+    own = getattr(strategy, "loss_terms", None)
+    terms = dict(own()) if own is not None else {"loss": strategy.loss}
+    for plugin in strategy.plugins:
+        report = getattr(plugin, "loss_terms", None)
+        if report is not None:
+            terms.update(report())
+    return terms

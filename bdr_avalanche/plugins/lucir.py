@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -16,9 +15,8 @@ from torch import Tensor, nn
 from .._utils import FeatureRecorder, frozen_copy, get_submodule
 from ..distributed import is_distributed, sum_over_ranks, world_size
 from ..functional import less_forget_loss, margin_ranking_loss
-from ..hparam_tables import LUCIR_PLUGIN_HPARAMS
-from ..hparams import HParam, document_hparams
 from ..models.cosine import experience_classes
+from ..params import LUCIRParams, document_hparams
 from ._adapters import StepRecorder, StrategyAdapter
 from .compat import check_model, check_strategy
 
@@ -74,28 +72,31 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
     A state restored by :meth:`load_state_dict` goes to the next strategy
     that trains.
 
+    The hyper-parameters are a :class:`~bdr_avalanche.params.LUCIRParams`
+    (``params``), or its fields as keyword arguments
+    (``LUCIRPlugin(lambda_base=10)``); the plugin keeps them as
+    :attr:`params`.
+
+    :param params: the hyper-parameters as one record.
     :param feature_layer: submodule whose output is the feature vector.
     :param head_layer: submodule that is the cosine classifier.
     """
 
-    HPARAMS: ClassVar[Mapping[str, HParam]] = LUCIR_PLUGIN_HPARAMS
-    """The hyper-parameters: default, help text and range."""
+    PARAMS: ClassVar[type[LUCIRParams]] = LUCIRParams
+    """The record of the hyper-parameters (default, help text and range)."""
 
     def __init__(
         self,
-        lambda_base: float = HPARAMS["lambda_base"].default,
-        margin: float = HPARAMS["margin"].default,
-        k: int = HPARAMS["k"].default,
-        mr_weight: float = HPARAMS["mr_weight"].default,
+        params: LUCIRParams | None = None,
+        /,
+        *,
         feature_layer: str = "backbone",
         head_layer: str = "head",
+        **hparams: float,
     ) -> None:
         super().__init__()
-        hp = self.HPARAMS
-        self.lambda_base = hp["lambda_base"].check("lambda_base", lambda_base)
-        self.margin = hp["margin"].check("margin", margin)
-        self.k = hp["k"].check("k", k)
-        self.mr_weight = hp["mr_weight"].check("mr_weight", mr_weight)
+        self.params = LUCIRParams.build(params, **hparams)
+        """The hyper-parameters."""
         self.head_layer = head_layer
         self.old_model: nn.Module | None = None
         self.num_old_classes = 0
@@ -168,17 +169,18 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         head = self._head = self._find_head(strategy.model)
         num_new = head.num_classes - self.num_old_classes
         self._check_new_classes(num_new, "this experience")
-        self.lambda_ = self.lambda_base * math.sqrt(self.num_old_classes / num_new)
+        share = math.sqrt(self.num_old_classes / num_new)
+        self.lambda_ = self.params.lambda_base * share
         self._features.attach(strategy.model)
         self._old_features.attach(self.old_model.to(strategy.device))
 
     def _check_new_classes(self, num_new: int, where: str) -> None:
         if num_new < 1:
             raise ValueError(f"LUCIR: {where} brings no new class")
-        if self.k > num_new:
+        if self.params.k > num_new:
             raise ValueError(
                 f"k must be in [1, {num_new}] (the number of new classes of "
-                f"{where}), got {self.k}"
+                f"{where}), got {self.params.k}"
             )
 
     def _check_stream(self, experience: CLExperience) -> None:
@@ -223,8 +225,9 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         features = step.all_features
         lf = self.lambda_ * less_forget_loss(features, self._old_features.get())
         scores = step.all_outputs / self._head.sigma
-        mr = self.mr_weight * margin_ranking_loss(
-            scores, labels, self.num_old_classes, self.margin, self.k
+        p = self.params
+        mr = p.mr_weight * margin_ranking_loss(
+            scores, labels, self.num_old_classes, p.margin, p.k
         )
         if is_distributed():
             # average over the old samples of the global batch: DDP's mean of
@@ -233,6 +236,12 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
             mr = mr * world_size() * old / sum_over_ranks(old).clamp_min(1.0)
         self.last_losses = {"less_forget": lf.detach(), "margin_ranking": mr.detach()}
         strategy.loss += lf + mr
+
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The last step's ``less_forget`` and ``margin_ranking`` terms
+        once there is a previous model, for
+        :class:`~bdr_avalanche.plugins.FiniteLossGuard`."""
+        return {} if self.old_model is None else dict(self.last_losses)
 
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         self._features.detach()

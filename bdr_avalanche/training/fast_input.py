@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from avalanche.benchmarks.utils import AvalancheDataset
 from PIL.Image import Image
 from torch import Tensor, nn
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._utils import check_positive_int
+from ..distributed import broadcast_tensor
 
 __all__ = ["DeviceBatchLoader", "DeviceMultiLoader", "stack_untransformed"]
 
@@ -146,7 +146,7 @@ class DeviceBatchLoader:
         )
         if self.num_replicas > 1:
             if self.shuffle:
-                dist.broadcast(order, 0)
+                broadcast_tensor(order, 0)
             padded = self._samples_per_replica() * self.num_replicas
             order = order[torch.arange(padded, device=self.device) % n]
             order = order[self.rank :: self.num_replicas]

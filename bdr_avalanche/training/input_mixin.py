@@ -12,6 +12,12 @@ from .mixin_protocol import SpeedStrategyProtocol
 
 __all__ = ["FastInputMixin"]
 
+AVALANCHE_PRIVATE = (
+    "avalanche.training.templates.SupervisedTemplate._before_training_exp",
+)
+"""The template hooks this mixin extends (protected Avalanche names, checked by
+``tests/test_avalanche_private.py``)."""
+
 
 class FastInputMixin(SpeedStrategyProtocol):
     """Training batches from a
