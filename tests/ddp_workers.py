@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import SupervisedPlugin
-from conftest import make_benchmark
+from helpers import make_benchmark
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 

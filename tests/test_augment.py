@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference.formulas import ref_crop
 from torch.testing import assert_close
 from torchvision import transforms
 from torchvision.transforms import v2
@@ -38,17 +39,6 @@ def coordinate_images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     content = torch.randint(0, 256, (n, 1, h, w), generator=gen(seed))
     coords = torch.stack([rows, cols]).expand(n, 2, h, w)
     return torch.cat([coords, content.to(torch.uint8)], dim=1)
-
-
-def reference_crop(x, top, left, size, padding, flip=None):
-    """Image by image: pad with zeros, slice, mirror."""
-    th, tw = size
-    out = []
-    for k in range(len(x)):
-        image = F.pad(x[k], (padding,) * 4)
-        image = image[:, top[k] : top[k] + th, left[k] : left[k] + tw]
-        out.append(image.flip(-1) if flip is not None and flip[k] else image)
-    return torch.stack(out)
 
 
 def offsets_from_output(out, centre, padding):
@@ -84,7 +74,7 @@ def test_random_crop_is_an_exact_padded_crop(shape, size, padding):
     top, left = offsets_from_output(out, (size[0] // 2, size[1] // 2), padding)
     assert top.min() >= 0 and top.max() <= shape[0] + 2 * padding - size[0]
     assert left.min() >= 0 and left.max() <= shape[1] + 2 * padding - size[1]
-    assert torch.equal(out, reference_crop(x, top, left, size, padding))
+    assert torch.equal(out, ref_crop(x, top, left, size, padding))
 
 
 def test_crop_with_given_offsets_and_flips_matches_reference():
@@ -94,7 +84,7 @@ def test_crop_with_given_offsets_and_flips_matches_reference():
     left = torch.randint(0, 11 + 6 - 8 + 1, (12,), generator=g)
     flip = torch.rand(12, generator=g) < 0.5
     out = aug.crop(x, top, left, (7, 8), padding=3, flip=flip)
-    assert torch.equal(out, reference_crop(x, top, left, (7, 8), 3, flip))
+    assert torch.equal(out, ref_crop(x, top, left, (7, 8), 3, flip))
 
 
 def test_random_crop_offsets_are_uniform():

@@ -21,7 +21,8 @@ from avalanche.models import SlimResNet18
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
-from conftest import make_benchmark, split_training, tiny_training
+from helpers import make_benchmark
+from helpers import make_tiny_lucir as make_lucir
 from probe import Probe
 from torch import nn
 from torch.optim import SGD, Adam
@@ -51,22 +52,8 @@ class Events(Probe):
         self._run("after_eval", strategy)
 
 
-def make_lucir(*plugins, backbone=None, epochs: int = 1, **kwargs) -> LUCIR:
-    """A tiny LUCIR; ``kwargs`` naming a ``TrainingParams`` field replace
-    it (conftest's :func:`tiny_training`), the others go to LUCIR."""
-    training, kwargs = split_training(kwargs)
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8) if backbone is None else backbone,
-        training=tiny_training(epochs=epochs, **training),
-        device="cpu",
-        plugins=list(plugins),
-        evaluator=make_evaluator(),
-        **kwargs,
-    )
-
-
 def blob_datasets(num_classes=6, train_per_class=30, test_per_class=10, size=8):
-    """conftest's Gaussian blobs (3 x size x size) as train and test datasets."""
+    """helpers' Gaussian blobs (3 x size x size) as train and test datasets."""
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(num_classes, 3, size, size, generator=gen)
 
@@ -401,10 +388,20 @@ def features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("factory", "dim", "size"),
     [
-        (lambda: torchvision.models.resnet18(num_classes=10), 512, 16),
-        (lambda: SlimResNet18(10, nf=4), 32, 32),  # needs 3 x 32 x 32
+        pytest.param(
+            lambda: torchvision.models.resnet18(num_classes=10),
+            512,
+            16,
+            id="torchvision-resnet18",
+            marks=pytest.mark.integration,  # seconds on a CPU
+        ),
+        pytest.param(
+            lambda: SlimResNet18(10, nf=4),
+            32,
+            32,  # needs 3 x 32 x 32
+            id="avalanche-slim-resnet18",
+        ),
     ],
-    ids=["torchvision-resnet18", "avalanche-slim-resnet18"],
 )
 def test_resnet_backbones(factory, dim, size):
     """torchvision's resnet18 and Avalanche's SlimResNet18 train as LUCIR

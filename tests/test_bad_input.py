@@ -190,6 +190,7 @@ def unwritable_home(tmp_path):
     return tmp_path / "file" / "home"
 
 
+@pytest.mark.system
 def test_bad_value_with_an_unwritable_home_is_one_line(unwritable_home, tmp_path):
     out = tmp_path / "results"
     done = run_with_home(
@@ -202,6 +203,7 @@ def test_bad_value_with_an_unwritable_home_is_one_line(unwritable_home, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.system
 def test_run_with_an_unwritable_home_is_one_line_naming_home(unwritable_home, tmp_path):
     out = tmp_path / "results"
     done = run_with_home(unwritable_home, "run", *QUICK, "--output_dir", str(out))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RUN
 from fake_datasets import (
     class_image,
     write_cifar100,
@@ -25,6 +24,7 @@ from fake_datasets import (
     write_imagenet,
     zip_tree,
 )
+from helpers import TINY_RUN
 
 import bdr_avalanche.experiment._atomic as atomic_module
 from bdr_avalanche.benchmarks import DATASETS, DatasetError
@@ -230,6 +230,7 @@ def test_the_key_changes_exactly_with_the_settings_of_the_first_experience(
     assert not leaking, f"declared later-only, yet they change the key: {leaking}"
 
 
+@pytest.mark.integration
 def test_later_only_settings_do_not_change_the_first_experience(tmp_path):
     """What :data:`LATER_KEYS` declares, checked on trained runs: every
     later-only hyper-parameter changed at once (and BDR on) leaves the first
@@ -246,6 +247,7 @@ def test_later_only_settings_do_not_change_the_first_experience(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "setting", [{"cwd": {"reject_threshold": 100}}, {"num_workers": 1}]
 )
@@ -298,6 +300,7 @@ IMAGES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
 def test_images_changed_at_the_same_path_are_not_taken_for_the_stored_ones(
     tmp_path, monkeypatch, as_zip
@@ -327,6 +330,7 @@ def test_images_changed_at_the_same_path_are_not_taken_for_the_stored_ones(
 
 
 # -- reuse ---------------------------------------------------------------
+@pytest.mark.integration
 def test_a_reused_first_experience_gives_the_same_run(tmp_path):
     # trained from scratch, nothing stored
     alone = run(tmp_path, "alone", method="lucir_cwd_bdr", reuse_base=False)
@@ -354,6 +358,7 @@ def test_a_reused_first_experience_gives_the_same_run(tmp_path):
     assert saved["base_model"]["reused"] is True
 
 
+@pytest.mark.integration
 def test_only_settings_of_the_first_experience_share_it(tmp_path):
     first = run(tmp_path, "a", method="lucir_cwd")
     key = Path(first["base_model"]["cache"]).name
@@ -385,6 +390,7 @@ def stored_time(cache: Path, seconds: float) -> None:
     torch.save(state, cache)
 
 
+@pytest.mark.integration
 def test_a_reused_run_reports_the_time_it_spent(tmp_path):
     first = run(tmp_path, "a", method="lucir_cwd")
     cache = Path(first["base_model"]["cache"])
@@ -402,6 +408,7 @@ def test_a_reused_run_reports_the_time_it_spent(tmp_path):
     assert [float(r["time_s"]) for r in rows] == pytest.approx(times)
 
 
+@pytest.mark.integration
 def test_a_resumed_run_still_reports_the_reused_first_experience(tmp_path, monkeypatch):
     import bdr_avalanche.experiment.runner as runner
 
@@ -424,6 +431,7 @@ def test_a_resumed_run_still_reports_the_reused_first_experience(tmp_path, monke
     }
 
 
+@pytest.mark.integration
 def test_compare_reports_the_time_each_run_spent(tmp_path):
     cfg = ExperimentConfig(output_dir=str(tmp_path), name="cmp", **TINY)
     runs = run_comparison(cfg, ["lucir_cwd", "lucir_cwd_bdr"])
@@ -448,6 +456,7 @@ def test_compare_reports_the_time_each_run_spent(tmp_path):
 
 
 # -- the cache's files ---------------------------------------------------
+@pytest.mark.integration
 def test_a_damaged_cache_entry_is_trained_again(tmp_path, caplog):
     first = run(tmp_path, "a", method="lucir_cwd")
     cache = Path(first["base_model"]["cache"])
@@ -483,6 +492,7 @@ with atomic_write(sys.argv[1], "wb") as file:
 """
 
 
+@pytest.mark.system
 def test_a_writer_killed_while_storing_leaves_no_entry_behind(tmp_path):
     first = run(tmp_path, "a", method="lucir_cwd")
     cache = Path(first["base_model"]["cache"])
@@ -510,6 +520,7 @@ def test_a_writer_killed_while_storing_leaves_no_entry_behind(tmp_path):
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]
 
 
+@pytest.mark.integration
 def test_a_failed_store_is_reported_and_not_named(tmp_path, caplog):
     (tmp_path / "file").write_text("a file, not a folder")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -525,6 +536,7 @@ def test_a_failed_store_is_reported_and_not_named(tmp_path, caplog):
     )
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_storing_is_reported_and_not_named(
     tmp_path, caplog, monkeypatch
 ):
@@ -550,6 +562,7 @@ def test_a_full_disk_while_storing_is_reported_and_not_named(
     assert not any("could not write the checkpoint" in m for m in messages)
 
 
+@pytest.mark.integration
 def test_no_results_folder_holds_the_cache(tmp_path):
     cache = tmp_path / "base_models"
     with pytest.raises(ConfigError, match="would hold the base-model cache"):

@@ -17,7 +17,7 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import BiCPlugin, LwFPlugin, SupervisedPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer
 from avalanche.training.supervised.icarl import _ICaRLPlugin
-from conftest import make_benchmark
+from helpers import make_benchmark
 
 from bdr_avalanche.baselines import (
     BASELINES,

@@ -9,37 +9,11 @@ import torch.nn.functional as F
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
 from avalanche.training.plugins import ReplayPlugin
-from conftest import make_lucir_bdr
+from helpers import make_lucir_bdr
 from probe import Probe
 
 from bdr_avalanche import BDRPlugin, HerdingBuffer
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
-
-
-def reference_prior(counts, scatters, m, tau):
-    """The formula of ALGORITHMS.md, class by class."""
-    total = sum(counts)
-    inv = [
-        1.0 / max(v, 1e-12) if n > 0 else 0.0
-        for n, v in zip(counts, scatters, strict=True)
-    ]
-    psi = [n / total for n in counts]
-    omega = [w / sum(inv) for w in inv]
-    return torch.tensor(
-        [
-            math.log((m * p + (1 - m) * o) ** tau + 1e-12)
-            for p, o in zip(psi, omega, strict=True)
-        ]
-    )
-
-
-def class_scatter(features, labels, num_classes):
-    """Mean squared distance to the class mean, by a loop over classes."""
-    out = []
-    for c in range(num_classes):
-        f = features[labels == c].double()
-        out.append(((f - f.mean(0)) ** 2).sum(1).mean().item() if len(f) else 0.0)
-    return out
 
 
 def test_adjustment_in_training_not_in_evaluation(benchmark):

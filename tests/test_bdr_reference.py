@@ -1,8 +1,9 @@
 """BDR's statistics against a transcription of the paper's code.
 
-``ReferenceBDR`` restates ``approach/BDR.py`` of the paper's repository
-(``zyuh/BDR-main``, class ``BDR_loss``) from its semantics: float64, plain
-Python loops over samples and classes, nothing shared with the package.
+``ReferenceBDR`` (:mod:`reference.bdr_plugin`) restates ``approach/BDR.py``
+of the paper's repository (``zyuh/BDR-main``, class ``BDR_loss``) from its
+semantics: float64, plain Python loops over samples and classes, nothing
+shared with the package.
 
 - ``initialize``: over the phase's *training* loader, model in eval mode,
   one pass counts the samples and sums the features of each class
@@ -22,93 +23,17 @@ class's own weights (what the package implements).
 
 from __future__ import annotations
 
-import math
 import types
 
 import pytest
 import torch
-from conftest import AddConstant, make_benchmark, make_lucir_bdr
+from helpers import AddConstant, make_benchmark, make_lucir_bdr
 from probe import Probe
+from reference.bdr_plugin import ReferenceBDR
 from torch.testing import assert_close
 
 from bdr_avalanche import BDRPlugin
 from bdr_avalanche.models import SmallCNN
-
-
-def _vec(row) -> list[float]:
-    return [float(v) for v in row]
-
-
-def _sq_dist(a: list[float], b: list[float]) -> float:
-    return sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
-
-
-class ReferenceBDR:
-    """The paper's ``BDR_loss``, class ids ``0..K-1`` all present."""
-
-    def __init__(self, m1, m2, momentum, tau, slip=False):
-        self.m1, self.m2, self.momentum, self.tau = m1, m2, momentum, tau
-        self.slip = slip
-
-    def _prior(self, m):
-        inv = [1.0 / v for v in self.scatters]
-        total_n, total_inv = sum(self.counts), sum(inv)
-        return [
-            math.log((m * n / total_n + (1 - m) * w / total_inv) ** self.tau + 1e-12)
-            for n, w in zip(self.counts, inv, strict=True)
-        ]
-
-    def initialize(self, first_pass, second_pass):
-        """Each pass: a list of ``(features, labels)`` batches."""
-        counts, sums = {}, {}
-        for features, labels in first_pass:
-            for f, y in zip(features, labels, strict=True):
-                y = int(y)
-                counts[y] = counts.get(y, 0) + 1
-                old = sums.get(y, [0.0] * len(f))
-                sums[y] = [a + b for a, b in zip(old, _vec(f), strict=True)]
-        k = len(counts)
-        self.counts = [counts[c] for c in range(k)]
-        self.centres = [[s / counts[c] for s in sums[c]] for c in range(k)]
-        squared = [0.0] * k
-        for features, labels in second_pass:
-            for f, y in zip(features, labels, strict=True):
-                squared[int(y)] += _sq_dist(_vec(f), self.centres[int(y)])
-        self.scatters = [squared[c] / self.counts[c] for c in range(k)]
-        self.pi = self._prior(self.m1)
-        return self.pi
-
-    def momentum_update(self, features, labels):
-        batch_sum, batch_n = {}, {}  # insertion order = first appearance
-        for f, y in zip(features, labels, strict=True):
-            y = int(y)
-            old = batch_sum.get(y, [0.0] * len(f))
-            batch_sum[y] = [a + b for a, b in zip(old, _vec(f), strict=True)]
-            batch_n[y] = batch_n.get(y, 0) + 1
-        weights = {}
-        for y, b in batch_n.items():
-            n = self.counts[y]
-            w1, w2 = n / (n + b), b / (n + b)
-            weights[y] = (w1, w2)
-            mean = [s / b for s in batch_sum[y]]
-            self.centres[y] = [
-                w1 * c + w2 * m for c, m in zip(self.centres[y], mean, strict=True)
-            ]
-        last = weights[y]  # the weights the paper's code leaves in scope
-        batch_sq = {}
-        for f, y in zip(features, labels, strict=True):
-            y = int(y)
-            batch_sq[y] = batch_sq.get(y, 0.0) + _sq_dist(_vec(f), self.centres[y])
-        for y, b in batch_n.items():
-            if b != 1:
-                w1, w2 = last if self.slip else weights[y]
-                self.scatters[y] = w1 * self.scatters[y] + w2 * batch_sq[y] / b
-        estimate = self._prior(self.m2)
-        self.pi = [
-            self.momentum * p + (1 - self.momentum) * e
-            for p, e in zip(self.pi, estimate, strict=True)
-        ]
-        return self.pi
 
 
 def _phase_batches(counts, batch_size, epochs, dim, gen):

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.system  # every test starts Python processes
+
 HEAVY = ("torch", "avalanche")
 
 # Runs the console script's main and reports, after it exits, which of the

@@ -55,7 +55,7 @@ from avalanche.training.supervised import (
     Naive,
     Replay,
 )
-from conftest import make_benchmark
+from helpers import make_benchmark
 from probe import Probe as Checks
 from torch import Tensor, nn
 

@@ -504,6 +504,7 @@ except ConfigError as err:
 """
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not pathlib.Path("/dev/zero").exists(), reason="needs /dev/zero")
 @pytest.mark.parametrize("kind", ["device", "pipe"])
 def test_config_that_is_not_a_regular_file_is_refused(tmp_path, kind):
@@ -521,6 +522,7 @@ def test_config_that_is_not_a_regular_file_is_refused(tmp_path, kind):
     )
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not pathlib.Path("/dev/zero").exists(), reason="needs /dev/zero")
 def test_dev_zero_as_config_is_one_line(tmp_path):
     out = tmp_path / "results"

@@ -157,6 +157,7 @@ def load_all(dataset, num_workers: int) -> int:
     return count
 
 
+@pytest.mark.system
 @FOLDER_OR_ZIP
 def test_corrupt_image_lazy(tree, data_cache, as_zip):
     """Without ``in_memory`` the build succeeds; loading the bad sample raises

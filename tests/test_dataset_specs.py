@@ -409,6 +409,7 @@ def test_both_input_paths_draw_the_same_crops_and_flips(name, resolution, span):
 # ---------------------------------------------------------------- imports
 
 
+@pytest.mark.system
 def test_specs_import_neither_torch_nor_avalanche():
     code = (
         "import sys, bdr_avalanche.benchmarks, bdr_avalanche.benchmarks.specs\n"

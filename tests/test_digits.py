@@ -12,12 +12,6 @@ from bdr_avalanche.benchmarks import split_digits
 
 
 @pytest.fixture(scope="module")
-def benchmark():
-    """The default split (4 base classes, then experiences of 2)."""
-    return split_digits()
-
-
-@pytest.fixture(scope="module")
 def digit_counts():
     """Number of samples of each original digit in the whole data set."""
     return Counter(load_digits().target.tolist())
@@ -31,33 +25,29 @@ def class_counts(stream) -> Counter:
     return counts
 
 
-def test_default_experiences(benchmark):
+def test_default_experiences(digits_benchmark):
     """Four training experiences with class ids in order of arrival."""
     expected = [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
-    assert benchmark.n_experiences == 4
-    assert [sorted(e.classes_in_this_experience) for e in benchmark.train_stream] == (
-        expected
-    )
-    assert [sorted(e.classes_in_this_experience) for e in benchmark.test_stream] == (
-        expected
-    )
+    assert digits_benchmark.n_experiences == 4
+    for stream in (digits_benchmark.train_stream, digits_benchmark.test_stream):
+        assert [sorted(e.classes_in_this_experience) for e in stream] == expected
 
 
-def test_sizes_sum_to_whole_data_set(benchmark):
+def test_sizes_sum_to_whole_data_set(digits_benchmark):
     """Train and test sets together hold each of the 1797 images once."""
-    train = sum(len(e.dataset) for e in benchmark.train_stream)
-    test = sum(len(e.dataset) for e in benchmark.test_stream)
+    train = sum(len(e.dataset) for e in digits_benchmark.train_stream)
+    test = sum(len(e.dataset) for e in digits_benchmark.test_stream)
     assert train + test == 1797
     assert 0 < test < train
 
 
-def test_split_is_stratified(benchmark, digit_counts):
+def test_split_is_stratified(digits_benchmark, digit_counts):
     """Every class keeps about a third of its samples for testing."""
     train, test = (
-        class_counts(benchmark.train_stream),
-        class_counts(benchmark.test_stream),
+        class_counts(digits_benchmark.train_stream),
+        class_counts(digits_benchmark.test_stream),
     )
-    original = benchmark.classes_order_original_ids
+    original = digits_benchmark.classes_order_original_ids
     assert sorted(train) == sorted(test) == list(range(10))
     for class_id in range(10):
         total = digit_counts[original[class_id]]
@@ -65,13 +55,13 @@ def test_split_is_stratified(benchmark, digit_counts):
         assert abs(test[class_id] - total / 3) <= 1
 
 
-def test_sample_shape(benchmark):
+def test_sample_shape(digits_benchmark):
     """Samples are float images of shape (1, 8, 8) with an int label."""
-    x, y, *_ = benchmark.train_stream[0].dataset[0]
+    x, y, *_ = digits_benchmark.train_stream[0].dataset[0]
     assert x.shape == (1, 8, 8)
     assert x.dtype == torch.float32
     assert int(y) in range(4)
-    x_test, *_ = benchmark.test_stream[3].dataset[0]
+    x_test, *_ = digits_benchmark.test_stream[3].dataset[0]
     assert x_test.shape == (1, 8, 8)
     assert x_test.dtype == torch.float32
 
@@ -94,10 +84,9 @@ def test_other_increments(n_base, increment, sizes):
     assert [len(e.classes_in_this_experience) for e in bench.train_stream] == sizes
 
 
-def test_seed_sets_class_order(benchmark):
+def test_seed_sets_class_order(digits_benchmark):
     """The same seed repeats the class order; another seed changes it."""
-    same = split_digits()
-    other = split_digits(seed=0)
-    assert same.original_classes_in_exp == benchmark.original_classes_in_exp
-    assert same.classes_order_original_ids == benchmark.classes_order_original_ids
-    assert other.classes_order_original_ids != benchmark.classes_order_original_ids
+    default, same, other = digits_benchmark, split_digits(), split_digits(seed=0)
+    assert same.original_classes_in_exp == default.original_classes_in_exp
+    assert same.classes_order_original_ids == default.classes_order_original_ids
+    assert other.classes_order_original_ids != default.classes_order_original_ids

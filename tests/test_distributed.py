@@ -55,6 +55,7 @@ def training(tmp_path_factory) -> list[dict]:
     return spawn("training", tmp_path_factory.mktemp("training"))
 
 
+@pytest.mark.system
 def test_cwd_loss_and_gradient_follow_the_global_batch(statistics):
     x, y, weight = global_batch()
     layer = nn.Linear(10, weight.shape[0], bias=False)
@@ -69,6 +70,7 @@ def test_cwd_loss_and_gradient_follow_the_global_batch(statistics):
         assert_close(result["grad"], layer.weight.grad)
 
 
+@pytest.mark.system
 def test_bdr_prior_follows_the_global_batch(statistics):
     plugin = bdr_plugin()
     features = torch.randn(
@@ -93,6 +95,7 @@ def test_bdr_prior_follows_the_global_batch(statistics):
     assert torch.equal(statistics[0]["prior"], statistics[1]["prior"])
 
 
+@pytest.mark.system
 def test_sharded_feature_extraction_gives_dataset_order(statistics):
     # 11 samples over 2 processes: shards of 6 (one padded), interleaved back
     expected = torch.arange(11.0)[:, None].expand(11, 3)
@@ -101,6 +104,7 @@ def test_sharded_feature_extraction_gives_dataset_order(statistics):
         assert result["labels"].tolist() == [i % 4 for i in range(11)]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("path", ["fast", "loader"])
 def test_processes_end_every_experience_identical(training, path):
     """Same parameters and buffers, same memory indices on both ranks."""
@@ -116,6 +120,7 @@ def test_processes_end_every_experience_identical(training, path):
     assert first["eval_images"] == second["eval_images"] == 60
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("path", ["fast", "loader"])
 def test_two_processes_match_one_with_the_same_global_batch(training, path):
     """The same global batches (rank 0's permutation on the fast path, no
@@ -218,6 +223,7 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.system
 def test_torchrun_run_writes_one_results_folder(tmp_path):
     """The real entry point: rank 0 alone writes the folder and logs."""
     common = ["--epochs", "8", "--device", "cpu", "--interactive", "false"]
@@ -237,6 +243,7 @@ def test_torchrun_run_writes_one_results_folder(tmp_path):
     assert not (run_dir / "checkpoint.pt").exists()  # deleted once finished
 
 
+@pytest.mark.system
 def test_torchrun_refuses_what_it_cannot_do(tmp_path):
     """Each process exits with status 2 and the one-line reason (torchrun
     itself then exits with 1), before any folder is written."""
@@ -266,6 +273,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
     """SIGKILL to the whole torchrun job after its first checkpoint, then the

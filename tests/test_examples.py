@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bdr_avalanche.benchmarks import split_digits
+pytestmark = pytest.mark.system  # every test starts Python processes
 
 ROOT = Path(__file__).resolve().parents[1]
 N_EXPERIENCES = 4  # split_digits: 4 base classes, then 3 experiences of 2
@@ -62,7 +62,7 @@ def check_loop(stdout: str) -> list[float]:
     return accuracies
 
 
-def test_lucir_cwd_bdr_example():
+def test_lucir_cwd_bdr_example(digits_benchmark):
     stdout = run_example("example_lucir_cwd_bdr.py")
     accuracies = check_loop(stdout)
     # The first evaluation covers the classes not learned yet: their logits
@@ -74,7 +74,7 @@ def test_lucir_cwd_bdr_example():
     }
     assert sorted(per_experience) == list(range(N_EXPERIENCES))
     assert [per_experience[e] for e in (1, 2, 3)] == [0.0] * 3
-    sizes = [len(e.dataset) for e in split_digits().test_stream]
+    sizes = [len(e.dataset) for e in digits_benchmark.test_stream]
     share = sizes[0] / sum(sizes)
     assert accuracies[0] == pytest.approx(per_experience[0] * share, abs=1e-3)
 

@@ -7,18 +7,16 @@ import fake_datasets as fake
 import pytest
 import torch
 from avalanche.training.determinism.rng_manager import RNGManager
-from conftest import tiny_training
+from helpers import make_tiny_lucir
 from probe import Probe
 from torch import nn
 from torchvision.transforms import functional as TF
 
 from bdr_avalanche import LUCIR
-from bdr_avalanche.benchmarks import cifar100_transforms, split_cifar100, split_digits
+from bdr_avalanche.benchmarks import cifar100_transforms, split_cifar100
 from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.factories import build_batch_augment, num_workers
-from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.plugins.guard import step_loss_terms
-from bdr_avalanche.protocol import make_evaluator
 from bdr_avalanche.training import Speed
 from bdr_avalanche.training.augment import BatchAugment
 from bdr_avalanche.training.fast_input import DeviceBatchLoader, stack_untransformed
@@ -65,9 +63,9 @@ def test_untransformed_cifar_images_are_the_stored_uint8_pixels(tmp_path):
     torch.testing.assert_close(augment(images[:8]), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_digits_recipe_crops_inside_the_padded_image():
-    bench = split_digits()
-    images, _, _ = stack_untransformed(bench.train_stream[0].dataset)
+def test_digits_recipe_crops_inside_the_padded_image(digits_benchmark):
+    dataset = digits_benchmark.train_stream[0].dataset
+    images, _, _ = stack_untransformed(dataset)
     assert images.dtype == torch.float32
     augment = build_batch_augment(
         ExperimentConfig(fast_input=True), torch.device("cpu")
@@ -83,16 +81,9 @@ def test_digits_recipe_crops_inside_the_padded_image():
 
 
 def make_lucir(speed: Speed | None = None, **kwargs) -> LUCIR:
+    """A tiny LUCIR of 2 epochs, seeded with 0, that checks every step's loss."""
     RNGManager.set_random_seeds(0)
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        training=tiny_training(epochs=2),
-        speed=speed,
-        device="cpu",
-        evaluator=make_evaluator(),
-        finite_check_every=1,
-        **kwargs,
-    )
+    return make_tiny_lucir(epochs=2, speed=speed, finite_check_every=1, **kwargs)
 
 
 def test_lucir_trains_identically_on_both_input_paths(benchmark):

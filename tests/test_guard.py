@@ -6,27 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 from avalanche.training import Naive
-from conftest import tiny_training
+from helpers import make_tiny_lucir
 from torch import nn
 
 import bdr_avalanche.plugins.bdr as bdr_module
 import bdr_avalanche.plugins.lucir as lucir_module
 from bdr_avalanche import LUCIR
-from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.plugins import BDRPlugin, FiniteLossGuard, NonFiniteLossError
 from bdr_avalanche.plugins.guard import step_loss_terms
 from bdr_avalanche.protocol import make_evaluator
 
 
 def make_lucir(check_every: int = 1, **kwargs) -> LUCIR:
-    return LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        training=tiny_training(),
-        device="cpu",
-        evaluator=make_evaluator(),
-        finite_check_every=check_every,
-        **kwargs,
-    )
+    return make_tiny_lucir(finite_check_every=check_every, **kwargs)
 
 
 def nan_like(function):

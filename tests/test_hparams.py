@@ -10,11 +10,11 @@ import re
 from dataclasses import fields
 
 import pytest
+from helpers import make_tiny_lucir
 
 from bdr_avalanche import LUCIR
 from bdr_avalanche.experiment.cli import build_parser
 from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
-from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.params import (
     KINDS,
     BDRParams,
@@ -120,7 +120,10 @@ def run_help() -> dict[str, str]:
 
 
 def make_lucir(**kwargs) -> LUCIR:
-    return LUCIR(backbone=SmallCNN(in_channels=1, width=4), device="cpu", **kwargs)
+    """LUCIR with its own training and evaluator defaults on a tiny CPU
+    backbone, with ``kwargs`` overridden."""
+    defaults = {"training": None, "evaluator": None}
+    return make_tiny_lucir(in_channels=1, width=4, **{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize(

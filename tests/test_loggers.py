@@ -117,6 +117,7 @@ def was_contacted(server: socket.socket) -> bool:
     return True
 
 
+@pytest.mark.system
 def test_wandb_logger_alone_without_key_runs_offline(tmp_path):
     """WandBLogger(project_name=...) with no key: offline, files under
     tmp_path only, the metric in the run file, and no server contacted
@@ -133,6 +134,7 @@ def test_wandb_logger_alone_without_key_runs_offline(tmp_path):
     assert not (tmp_path / "cwd" / "wandb").exists()  # WANDB_DIR was used
 
 
+@pytest.mark.system
 def test_wandb_logger_online_start_that_fails_falls_back_offline(tmp_path):
     """A key but a server that never answers: the bounded init gives up and
     the run goes offline, with the same id (so `wandb sync` can append)."""

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_lucir
+from helpers import make_tiny_lucir
 from probe import Probe
 
 from bdr_avalanche.params import LUCIRParams

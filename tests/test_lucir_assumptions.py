@@ -16,7 +16,7 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
-from conftest import make_benchmark, make_tiny_lucir
+from helpers import make_benchmark, make_tiny_lucir
 from probe import Probe
 from torch import nn
 from torch.utils.data import TensorDataset

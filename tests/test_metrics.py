@@ -13,9 +13,9 @@ import torch
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
-from conftest import make_benchmark
+from helpers import ARRIVAL, make_benchmark, shuffled_benchmark
 from probe import Probe
-from test_old_new import ARRIVAL, shuffled_benchmark
+from reference.formulas import ref_gradient_share
 from torch import nn
 
 from bdr_avalanche import LUCIR
@@ -41,27 +41,6 @@ from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 SHARE_NAME = "MemoryGradShare_Epoch/train_phase/train_stream/Task000"
 
 
-def reference_share(logits, targets, is_memory, prior=None):
-    """|softmax(z + pi) - onehot(y)|_1 per sample in float64 by plain
-    loops, summed over memory samples and over all samples."""
-    memory_mass = total_mass = 0.0
-    for i in range(len(targets)):
-        z = [float(v) for v in logits[i]]
-        if prior is not None:
-            z = [v + float(p) for v, p in zip(z, prior, strict=True)]
-        top = max(z)
-        exps = [math.exp(v - top) for v in z]
-        norm = sum(exps)
-        mass = sum(
-            abs(e / norm - (1.0 if k == int(targets[i]) else 0.0))
-            for k, e in enumerate(exps)
-        )
-        total_mass += mass
-        if bool(is_memory[i]):
-            memory_mass += mass
-    return memory_mass, total_mass
-
-
 # ------------------------------------------------------------------- math
 
 
@@ -74,7 +53,7 @@ def test_gradient_share_matches_the_formula(with_prior):
     is_memory = targets < 3
     prior = torch.log(torch.rand(7, generator=gen)) if with_prior else None
 
-    memory_mass, total_mass = reference_share(logits, targets, is_memory, prior)
+    memory_mass, total_mass = ref_gradient_share(logits, targets, is_memory, prior)
     share = memory_gradient_share(logits, targets, is_memory, prior)
     assert share.dtype == torch.float32 and share.dim() == 0
     assert share.item() == pytest.approx(memory_mass / total_mass, rel=1e-5)
@@ -218,7 +197,7 @@ def test_memory_gradient_share_in_a_run(bdr_run):
         for epoch, steps in enumerate(recorder.steps[t]):
             memory = total = with_memory = samples = 0.0
             for logits, y, prior in steps:
-                m, a = reference_share(logits, y, y < old, prior)
+                m, a = ref_gradient_share(logits, y, y < old, prior)
                 memory, total = memory + m, total + a
                 with_memory += float((y < old).sum())
                 samples += len(y)
@@ -466,6 +445,7 @@ def comparison(tmp_path_factory):
     return cfg, out / "cmp", runs
 
 
+@pytest.mark.integration
 def test_results_folder_has_the_diagnostics(comparison):
     _, out, runs = comparison
     for method in ("lucir_cwd_bdr", "lucir"):
@@ -498,6 +478,7 @@ def test_results_folder_has_the_diagnostics(comparison):
     assert (out / "memory_gradient_share.png").stat().st_size > 0
 
 
+@pytest.mark.integration
 def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
     """A run stopped after its first experience and resumed reports the
     same diagnostics as the uninterrupted run; so does one resumed from a

@@ -10,15 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from avalanche.benchmarks import nc_benchmark
-from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.logging import BaseLogger
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import BiCPlugin, EvaluationPlugin
-from conftest import make_benchmark, make_lucir_bdr
+from helpers import ARRIVAL, make_benchmark, make_lucir_bdr, shuffled_benchmark
 from torch import nn
 
 from bdr_avalanche import LUCIR, baselines
@@ -28,45 +26,11 @@ from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 NAN = float("nan")
-ORDER = (4, 1, 5, 0, 3, 2)  # arrival order: experiences [1, 4], [0, 5], [2, 3]
 NAMES = {
     "old": "OldAcc_Stream/eval_phase/test_stream",
     "new": "NewAcc_Stream/eval_phase/test_stream",
     "old_to_new": "OldToNew_Stream/eval_phase/test_stream",
 }
-
-
-ARRIVAL = (1, 4, 0, 5, 2, 3)  # LUCIR's class i is the benchmark's ARRIVAL[i]
-
-
-def shuffled_benchmark(noise: float = 1.2, seed: int = 0, arrival_order: bool = False):
-    """Gaussian blobs (3x8x8) whose class ids are *not* in arrival order, so
-    that LUCIR relabels them; 30 train and 10 test images per class.
-
-    With ``arrival_order`` the same images, in the same order, with the ids
-    LUCIR gives them (class ``ARRIVAL[i]`` is ``i``): the equivalent stream
-    whose ids are in arrival order already."""
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(6, 3, 8, 8, generator=gen)
-    rank = torch.tensor([ARRIVAL.index(c) for c in range(6)])
-
-    def dataset(n: int):
-        y = torch.arange(6).repeat_interleave(n)
-        x = centres[y] + noise * torch.randn(len(y), 3, 8, 8, generator=gen)
-        if arrival_order:
-            y = rank[y]
-        return _make_taskaware_tensor_classification_dataset(
-            x, y, targets=y.tolist(), task_labels=0
-        )
-
-    return nc_benchmark(
-        dataset(30),
-        dataset(10),
-        n_experiences=3,
-        task_labels=False,
-        fixed_class_order=list(range(6)) if arrival_order else list(ORDER),
-        class_ids_from_zero_from_first_exp=False,
-    )
 
 
 def same(a: float, b: float) -> bool:

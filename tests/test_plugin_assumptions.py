@@ -25,7 +25,7 @@ from avalanche.models import SimpleMLP
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from avalanche.training.supervised import DER, ER_ACE, Naive
-from conftest import make_benchmark, make_lucir_bdr
+from helpers import make_benchmark, make_lucir_bdr
 from probe import Probe
 from torch import nn
 

@@ -1,10 +1,10 @@
 """LUCIR, CwD and herding checked against the paper's official code.
 
 The reference is the FACIL fork shipped with the BDR paper
-(``zyuh/BDR-main``). Each ``ref_*`` function below is an independent
-float64 transcription of what that code computes, written with plain Python
-loops over samples and classes; none of them calls or mirrors this
-package's implementation:
+(``zyuh/BDR-main``). Each ``ref_*`` function of :mod:`reference.paper_code`
+is an independent float64 transcription of what that code computes, written
+with plain Python loops over samples and classes; none of them calls or
+mirrors this package's implementation:
 
 - ``ref_less_forget``: ``nn.CosineEmbeddingLoss()(f, f_old, ones)``
   (approach/lucir_cwd_BDR.py:352), before the ``lamda`` weight;
@@ -33,8 +33,16 @@ import pytest
 import torch
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from avalanche.training.determinism.rng_manager import RNGManager
-from conftest import make_benchmark
+from helpers import make_benchmark
 from probe import Probe
+from reference.paper_code import (
+    as_rows,
+    ref_cwd,
+    ref_herding,
+    ref_less_forget,
+    ref_margin_ranking,
+    ref_normalize,
+)
 
 from bdr_avalanche import LUCIR, HerdingBuffer
 from bdr_avalanche.functional import (
@@ -50,101 +58,6 @@ from bdr_avalanche.models import (
 )
 from bdr_avalanche.params import TrainingParams
 from bdr_avalanche.protocol import make_evaluator
-
-# ----------------------------------------------------------------------------
-# Independent float64 references (plain Python floats and loops)
-# ----------------------------------------------------------------------------
-
-
-def _rows(x: torch.Tensor) -> list[list[float]]:
-    return x.double().tolist()
-
-
-def ref_normalize(row: list[float]) -> list[float]:
-    """``F.normalize(p=2)`` of one row: ``x / max(||x||, 1e-12)``."""
-    norm = math.sqrt(sum(v * v for v in row))
-    return [v / max(norm, 1e-12) for v in row]
-
-
-def ref_less_forget(features, old_features) -> float:
-    """``nn.CosineEmbeddingLoss()(f, f_old, ones)``: mean over the batch of
-    ``1 - cos``, the cosine computed as ATen does (``EPSILON = 1e-12`` added
-    to each squared norm)."""
-    total = 0.0
-    rows = list(zip(_rows(features), _rows(old_features), strict=True))
-    for a, b in rows:
-        dot = sum(u * v for u, v in zip(a, b, strict=True))
-        sq_a = sum(u * u for u in a) + 1e-12
-        sq_b = sum(v * v for v in b) + 1e-12
-        total += 1.0 - dot / math.sqrt(sq_a * sq_b)
-    return total / len(rows)
-
-
-def ref_margin_ranking(scores, targets, num_old, margin, k) -> float:
-    """The reference's hard-negative ranking loss: for each old-class sample,
-    ``k`` copies of its ground-truth score against its ``k`` highest
-    new-class scores; ``MarginRankingLoss(margin)`` with target 1 is the
-    mean over the pairs of ``max(0, -(x1 - x2) + margin)``; 0 without an
-    old-class sample (``loss_mr = torch.zeros(1)``)."""
-    gt_scores, novel_scores = [], []
-    for row, y in zip(_rows(scores), targets.tolist(), strict=True):
-        if y < num_old:  # hard_index = targets < num_old_classes
-            gt_scores += [row[y]] * k
-            novel_scores += sorted(row[num_old:], reverse=True)[:k]
-    if not gt_scores:
-        return 0.0
-    pairs = zip(gt_scores, novel_scores, strict=True)
-    return sum(max(0.0, -1.0 * (g - n) + margin) for g, n in pairs) / len(gt_scores)
-
-
-def ref_cwd(features, targets, reject_threshold) -> float:
-    """``DecorrelateLossClass(reject_threshold)(F.normalize(f), y)``."""
-    x = [ref_normalize(r) for r in _rows(features)]
-    y = targets.tolist()
-    d = len(x[0])
-    loss, n_count = 0.0, 0
-    for label in sorted(set(y)):  # y.unique(return_counts=True)
-        rows = [x[i] for i in range(len(y)) if y[i] == label]
-        n = len(rows)
-        if n <= reject_threshold:  # `if uniq_c[i] <= self.reject_threshold`
-            continue
-        mean = [sum(r[j] for r in rows) / n for j in range(d)]
-        centred = [[r[j] - mean[j] for j in range(d)] for r in rows]
-        var = [sum(c[j] ** 2 for c in centred) / (n - 1) for j in range(d)]  # unbiased
-        z = [[c[j] / math.sqrt(1e-8 + var[j]) for j in range(d)] for c in centred]
-        off_diagonal = [
-            sum(r[a] * r[b] for r in z) ** 2
-            for a in range(d)
-            for b in range(d)
-            if a != b
-        ]
-        loss += sum(off_diagonal) / len(off_diagonal)  # .pow(2).mean()
-        n_count += n
-    return 0.0 if n_count == 0 else loss / n_count
-
-
-def ref_herding(features: torch.Tensor, m: int) -> list[int]:
-    """``HerdingExemplarsSelector._select_indices`` for one class, in float64:
-    features divided by their norm, then ``m`` greedy picks, each the first
-    (strict ``<``) sample minimising ``||mu - f/(k+1) - sum_others||``."""
-    feats = features.double()
-    feats = feats / feats.norm(dim=1).view(-1, 1)
-    cls_mu = feats.mean(0)
-    selected, selected_feat = [], []
-    for k in range(m):
-        sum_others = torch.zeros(feats.shape[1], dtype=torch.float64)
-        for j in selected_feat:
-            sum_others += j / (k + 1)
-        dist_min = math.inf
-        for item in range(feats.shape[0]):
-            if item not in selected:
-                feat = feats[item]
-                dist = float(torch.norm(cls_mu - feat / (k + 1) - sum_others))
-                if dist < dist_min:
-                    dist_min, newone, newonefeat = dist, item, feat
-        selected_feat.append(newonefeat)
-        selected.append(newone)
-    return selected
 
 
 def _labels(counts: list[int], gen: torch.Generator) -> torch.Tensor:
@@ -292,7 +205,7 @@ def test_herding_matches_reference_selector(seed, n, m):
     """Same picks, in the same order, on L2-normalised features."""
     gen = torch.Generator().manual_seed(seed)
     feats = _features(n, 8, gen)
-    normalised = torch.tensor([ref_normalize(r) for r in _rows(feats)])
+    normalised = torch.tensor([ref_normalize(r) for r in as_rows(feats)])
     ours = herding_select(normalised.float(), m).tolist()
     assert ours == ref_herding(feats, m)
 
@@ -302,7 +215,7 @@ def test_herding_ties_go_to_the_first_sample():
     gen = torch.Generator().manual_seed(5)
     feats = _features(6, 4, gen)
     feats = torch.cat([feats, feats[[2, 0, 4]]])  # duplicates at 6, 7, 8
-    normalised = torch.tensor([ref_normalize(r) for r in _rows(feats)])
+    normalised = torch.tensor([ref_normalize(r) for r in as_rows(feats)])
     ref = ref_herding(feats, 9)
     assert herding_select(normalised.float(), 9).tolist() == ref
     for original, duplicate in ((2, 6), (0, 7), (4, 8)):
@@ -325,10 +238,10 @@ def test_cosine_head_sigma_starts_at_one_and_scales_cosines():
     with torch.no_grad():
         head.sigma.fill_(2.5)
     x = torch.randn(4, 6)
-    w = [ref_normalize(r) for r in _rows(head.weight.detach())]
+    w = [ref_normalize(r) for r in as_rows(head.weight.detach())]
     expected = [
         [2.5 * sum(a * b for a, b in zip(ref_normalize(r), c, strict=True)) for c in w]
-        for r in _rows(x)
+        for r in as_rows(x)
     ]
     torch.testing.assert_close(
         head(x).detach().double(),

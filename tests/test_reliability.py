@@ -163,6 +163,7 @@ def test_a_name_is_one_folder_under_output_dir(tmp_path, capsys, name):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_option_values_are_taken_literally(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     status, _ = run_cli(capsys, *QUICK, "--output_dir", "dir #1", "--name", "run #2")
@@ -223,6 +224,7 @@ def test_a_results_folder_that_cannot_be_written_exits_1(
 
 
 # -- atomic writes -----------------------------------------------------
+@pytest.mark.integration
 @pytest.mark.parametrize("target", ["exp_00.pt", "results.json", "phases.csv"])
 def test_a_failing_results_write_stops_with_one_line(
     tmp_path, capsys, monkeypatch, target
@@ -266,6 +268,7 @@ def finished_comparison(tmp_path_factory):
     return out / "c"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "damage, expected",
     [
@@ -324,6 +327,7 @@ def resume_with(process: subprocess.Popen, signum: int) -> None:
     process.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.system
 def test_sigint_in_experience_0_leaves_no_folder(tmp_path):
     run_dir = tmp_path / "o" / "run"
     args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
@@ -342,6 +346,7 @@ def test_sigint_in_experience_0_leaves_no_folder(tmp_path):
     assert not half_written(tmp_path)
 
 
+@pytest.mark.system
 def test_sigterm_in_experience_1_keeps_the_checkpoint_and_flushed_logs(tmp_path):
     run_dir = tmp_path / "o" / "run"
     args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
@@ -365,6 +370,7 @@ def test_sigterm_in_experience_1_keeps_the_checkpoint_and_flushed_logs(tmp_path)
     torch.load(run_dir / "models" / "exp_00.pt", weights_only=True)  # whole
 
 
+@pytest.mark.system
 def test_log_is_on_disk_after_sigkill(tmp_path):
     run_dir = tmp_path / "o" / "run"
     args = ["run", *SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
@@ -374,6 +380,7 @@ def test_log_is_on_disk_after_sigkill(tmp_path):
     assert "Top1_Acc_Stream/eval_phase/test_stream" in (run_dir / "log.txt").read_text()
 
 
+@pytest.mark.system
 def test_a_second_launch_exits_at_once_and_a_stale_lock_does_not_block(tmp_path):
     run_dir = tmp_path / "o" / "run"
     args = [*SLOW, "--output_dir", str(tmp_path / "o"), "--name", "run"]
@@ -402,6 +409,7 @@ def test_a_second_launch_exits_at_once_and_a_stale_lock_does_not_block(tmp_path)
     assert (run_dir / "results.json").is_file()
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("extra", [["--lr", "0.05"], ["--overwrite"]])
 def test_a_locked_folder_is_not_touched(tmp_path, extra):
     """Another configuration, or --overwrite, on a folder in use."""
@@ -424,6 +432,7 @@ def test_a_locked_folder_is_not_touched(tmp_path, extra):
         assert snapshot(tmp_path) == before
 
 
+@pytest.mark.system
 def test_two_comparisons_on_one_folder(tmp_path):
     out = tmp_path / "o"
     args = [*SLOW, "--output_dir", str(out), "--name", "c", "--methods", "naive,lucir"]
@@ -461,6 +470,7 @@ sys.exit(status)
 """
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     "verb, kind, options, folder",
     [

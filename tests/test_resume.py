@@ -16,7 +16,7 @@ import numpy as np
 import paused_run
 import pytest
 import torch
-from conftest import TINY_RUN
+from helpers import TINY_RUN
 
 import bdr_avalanche.experiment.checkpoint as checkpoint_module
 from bdr_avalanche.experiment.checkpoint import (
@@ -54,6 +54,7 @@ def finished_experiences(run_dir: Path) -> int:
     return len(load_checkpoint(run_dir / CHECKPOINT_FILE)["times"])
 
 
+@pytest.mark.system
 def test_sigkill_during_experience_2_then_resume_matches_uninterrupted(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     reference = subprocess.run(
@@ -134,6 +135,7 @@ def interrupted(tmp_path, monkeypatch):
     return cfg, tmp_path / "run"
 
 
+@pytest.mark.integration
 def test_checkpoint_reads_with_weights_only(interrupted):
     _, run_dir = interrupted
     state = torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
@@ -146,6 +148,7 @@ def test_checkpoint_reads_with_weights_only(interrupted):
     assert state["strategy"]["lucir"]["old_model"] is not None
 
 
+@pytest.mark.integration
 def test_resume_refuses_another_config_and_names_the_keys(interrupted, capsys):
     cfg, run_dir = interrupted
     before = (run_dir / CHECKPOINT_FILE).read_bytes()
@@ -163,6 +166,7 @@ def test_resume_refuses_another_config_and_names_the_keys(interrupted, capsys):
     assert (run_dir / CHECKPOINT_FILE).read_bytes() == before  # untouched
 
 
+@pytest.mark.integration
 def test_resume_refuses_another_worker_count(interrupted):
     """Each DataLoader worker draws its own augmentation stream, so the
     later experiences of a run resumed with other workers would differ."""
@@ -173,6 +177,7 @@ def test_resume_refuses_another_worker_count(interrupted):
     assert (run_dir / CHECKPOINT_FILE).read_bytes() == before
 
 
+@pytest.mark.integration
 def test_runtime_keys_may_change_on_resume(interrupted):
     cfg, run_dir = interrupted
     resumed = run_experiment(ExperimentConfig(**{**cfg.to_dict(), "text_log": True}))
@@ -180,6 +185,7 @@ def test_runtime_keys_may_change_on_resume(interrupted):
     assert (run_dir / "log.txt").read_text().startswith("-- resumed after experience 1")
 
 
+@pytest.mark.integration
 def test_resumed_in_process_equals_uninterrupted(interrupted, tmp_path):
     cfg, run_dir = interrupted
     resumed = run_experiment(cfg)
@@ -189,6 +195,7 @@ def test_resumed_in_process_equals_uninterrupted(interrupted, tmp_path):
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
 
 
+@pytest.mark.integration
 def test_overwrite_starts_again(interrupted):
     cfg, run_dir = interrupted
     summary = run_experiment(cfg, overwrite=True)
@@ -197,6 +204,7 @@ def test_overwrite_starts_again(interrupted):
         run_experiment(cfg)
 
 
+@pytest.mark.integration
 def test_damaged_checkpoint_is_named(interrupted):
     cfg, run_dir = interrupted
     path = run_dir / CHECKPOINT_FILE
@@ -218,6 +226,7 @@ def test_failed_write_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
 
 
+@pytest.mark.integration
 def test_run_goes_on_when_a_checkpoint_cannot_be_written(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -242,6 +251,7 @@ def test_rng_state_round_trip():
     assert expected[2] == again[2]
 
 
+@pytest.mark.integration
 def test_stale_temporary_file_of_a_killed_write_is_ignored(interrupted):
     """A kill while writing leaves the temporary file, not a damaged
     checkpoint: the resume reads the last complete one."""

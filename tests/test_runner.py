@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_RUN
+from helpers import TINY_RUN
 
 from bdr_avalanche.experiment.cli import main
 from bdr_avalanche.experiment.compare import run_comparison
@@ -43,6 +43,7 @@ def finished_run(tmp_path_factory):
     return cfg.resolved(), out / cfg.resolved().name, summary
 
 
+@pytest.mark.integration
 def test_results_folder_contents(finished_run):
     cfg, run_dir, summary = finished_run
     for name in (
@@ -66,6 +67,7 @@ def test_results_folder_contents(finished_run):
     assert sum(k.startswith("head.blocks.") for k in state) == 4
 
 
+@pytest.mark.integration
 def test_results_are_consistent(finished_run):
     cfg, run_dir, summary = finished_run
     matrix = np.array(
@@ -106,6 +108,7 @@ def test_results_are_consistent(finished_run):
     assert table[0]["exp1"] == ""
 
 
+@pytest.mark.integration
 def test_finished_run_is_not_clobbered(finished_run, capsys):
     cfg, run_dir, _ = finished_run
     before = (run_dir / "results.json").stat().st_mtime_ns
@@ -122,6 +125,7 @@ def test_finished_run_is_not_clobbered(finished_run, capsys):
     assert (run_dir / "results.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.integration
 def test_overwrite_starts_over(tmp_path):
     cfg = tiny(tmp_path, epochs=1, save_models=False)
     run_experiment(cfg)
@@ -133,6 +137,7 @@ def test_overwrite_starts_over(tmp_path):
     assert (run_dir / "results.json").is_file()
 
 
+@pytest.mark.integration
 def test_same_seed_same_results(tmp_path):
     cfg = tiny(tmp_path, epochs=1, save_models=False, method="lucir")
     first = run_experiment(cfg)
@@ -140,6 +145,7 @@ def test_same_seed_same_results(tmp_path):
     assert first["accuracy_matrix"] == second["accuracy_matrix"]
 
 
+@pytest.mark.integration
 def test_comparison_writes_table_and_figures(tmp_path, caplog):
     cfg = tiny(tmp_path, epochs=1, save_models=False, name="cmp")
     runs = run_comparison(cfg, ["lucir_cwd_bdr", "naive"])
@@ -174,6 +180,7 @@ def test_comparison_writes_table_and_figures(tmp_path, caplog):
         run_comparison(tiny(tmp_path, epochs=2, name="cmp"), ["naive"])
 
 
+@pytest.mark.integration
 def test_wandb_runs_offline_without_api_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -195,6 +202,7 @@ def test_wandb_runs_offline_without_api_key(tmp_path, monkeypatch):
     assert ".png" in media  # the figures went to wandb
 
 
+@pytest.mark.integration
 def test_wandb_disabled_writes_nothing(tmp_path):
     cfg = tiny(
         tmp_path,
@@ -208,6 +216,7 @@ def test_wandb_disabled_writes_nothing(tmp_path):
     assert not (tmp_path / "nowb" / "wandb").exists()
 
 
+@pytest.mark.system
 def test_console_entry_point_runs(tmp_path):
     """``python -m bdr_avalanche`` with a config file and overrides."""
     config = tmp_path / "tiny.yaml"

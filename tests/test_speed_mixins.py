@@ -271,6 +271,7 @@ def test_with_speed_names_the_mixin_for_other_templates():
         with_speed(SpeedMixin)
 
 
+@pytest.mark.integration
 def test_cli_naive_with_fast_input_and_bf16(tmp_path):
     status = main(
         [

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
 from avalanche.training.plugins import BiCPlugin, EvaluationPlugin, ReplayPlugin
-from conftest import AddConstant, make_benchmark
+from helpers import AddConstant, make_benchmark
 from probe import Probe
 
 from bdr_avalanche import HerdingBuffer

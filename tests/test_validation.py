@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import make_tiny_lucir
 from torch import nn
 
 from bdr_avalanche import LUCIR
-from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.params import BDRParams, CwDParams, TrainingParams
 from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
 from bdr_avalanche.storage import HerdingBuffer
@@ -18,8 +18,10 @@ INT_GE_1 = r"must be an integer >= 1"
 
 
 def make_lucir(**kwargs) -> LUCIR:
-    """A LUCIR strategy on a tiny CPU backbone, with ``kwargs`` overridden."""
-    return LUCIR(backbone=SmallCNN(in_channels=1, width=4), device="cpu", **kwargs)
+    """LUCIR with its own training and evaluator defaults on a tiny CPU
+    backbone, with ``kwargs`` overridden."""
+    defaults = {"training": None, "evaluator": None}
+    return make_tiny_lucir(in_channels=1, width=4, **{**defaults, **kwargs})
 
 
 # ---------------------------------------------------------------------------
