@@ -279,7 +279,7 @@ def test_torchrun_killed_then_resumed_matches_uninterrupted(tmp_path):
     """SIGKILL to the whole torchrun job after its first checkpoint, then the
     same command again: the same accuracy matrix as an uninterrupted
     2-process run, to the bit (each process restores its own random state)."""
-    args = ["run", "--name", "run", "--epochs", "16", "--milestones", "12",
+    args = ["run", "--name", "run", "--epochs", "6", "--milestones", "4",
             "--batch_size", "32", "--width", "8", "--mem_per_class", "5",
             "--device", "cpu", "--interactive", "false"]  # fmt: skip
     reference = torchrun([*args, "--output_dir", "a"], tmp_path)

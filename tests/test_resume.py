@@ -31,10 +31,11 @@ from bdr_avalanche.experiment.config import ExperimentConfig
 from bdr_avalanche.experiment.run_folder import RunExistsError, RunFolderError
 from bdr_avalanche.experiment.runner import run_experiment
 
-# Experiences of ~140 optimizer steps, so that the kill lands inside the
-# second one (see paused_run).
+# A second experience of ~60 optimizer steps (6 epochs of ~10 batches), so
+# that a stop 20 steps after the first checkpoint lands inside it (see
+# paused_run); the milestone keeps a learning-rate step in each experience.
 ARGS = [
-    "--epochs", "16", "--milestones", "12", "--batch_size", "32", "--width", "8",
+    "--epochs", "6", "--milestones", "4", "--batch_size", "32", "--width", "8",
     "--mem_per_class", "5", "--interactive", "false", "--name", "run",
 ]  # fmt: skip
 TINY = {**TINY_RUN, "name": "run"}
@@ -63,13 +64,13 @@ def test_sigkill_during_experience_2_then_resume_matches_uninterrupted(tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     run_dir = tmp_path / "b" / "run"
-    # stopped (SIGSTOP) in the second experience: 40 of its ~140 steps after
+    # stopped (SIGSTOP) in the second experience: 20 of its ~60 steps after
     # the first checkpoint, however fast the machine; then killed there
     stderr = tmp_path / "b.err"
     with stderr.open("w") as file:
         process = paused_run.start(
             cli_args(tmp_path / "b"), tmp_path / "stopped",
-            after=run_dir / CHECKPOINT_FILE, steps=40,
+            after=run_dir / CHECKPOINT_FILE, steps=20,
             env=env, stdout=subprocess.DEVNULL, stderr=file,
         )  # fmt: skip
     try:
