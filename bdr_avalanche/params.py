@@ -44,6 +44,7 @@ __all__ = [
     "CwDParams",
     "DERParams",
     "HParam",
+    "ICaRLParams",
     "Kind",
     "LUCIRParams",
     "LwFParams",
@@ -397,6 +398,20 @@ class BDRParams(Params):
 
 
 # -- the baselines' own ---------------------------------------------------
+@params
+class ICaRLParams(Params):
+    """The iCaRL baseline's hyper-parameter: a callable, so set in code
+    (``make_baseline("icarl", ..., hparams={"buffer_transform": t})``),
+    not in the experiment config."""
+
+    buffer_transform: Callable | None = hparam(
+        None,
+        "transform applied to the exemplars, which already went through the "
+        "eval transform, so it must work on tensors (e.g. crop and flip, no "
+        "ToTensor or normalisation); None: exemplars are not augmented",
+    )
+
+
 @params
 class LwFParams(Params):
     """The LwF baseline's hyper-parameters (Avalanche's ``LwF``)."""

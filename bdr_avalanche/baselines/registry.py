@@ -3,9 +3,9 @@
 Each factory builds one of Avalanche's strategies from a checked
 :class:`Setup` (the backbone, the memory size, LUCIR's SGD schedule and the
 strategy's arguments, shared by all baselines) and, for a baseline with
-hyper-parameters of its own, their record (:class:`~bdr_avalanche.params.LwFParams`,
-:class:`~bdr_avalanche.params.BiCParams`, :class:`~bdr_avalanche.params.DERParams`,
-:class:`ICaRLParams`): their defaults, ranges and help texts are written
+hyper-parameters of its own, their record in :mod:`bdr_avalanche.params`
+(``LwFParams``, ``BiCParams``, ``DERParams``, ``ICaRLParams``): their
+defaults, ranges and help texts are written
 once, there; :func:`register` adds the record's ``:param`` lines to the
 factory's docstring and :meth:`Baseline.check_hparams` builds the record.
 The experiment config nests the records of the baselines that it can set
@@ -43,13 +43,12 @@ from ..params import (
     BiCParams,
     DERParams,
     HParam,
+    ICaRLParams,
     LwFParams,
     Params,
     TrainingParams,
     document_hparams,
-    hparam,
     hparams_of,
-    params,
 )
 from ..training.speed import Speed
 from ..training.support import UNSUPPORTED
@@ -71,7 +70,6 @@ from .templates import with_speed
 __all__ = [
     "REGISTRY",
     "Baseline",
-    "ICaRLParams",
     "Schedule",
     "Setup",
     "bic",
@@ -313,20 +311,6 @@ def replay(setup: Setup) -> SupervisedTemplate:
         optimizer=optimizer,
         criterion=nn.CrossEntropyLoss(),
         plugins=setup.plugins(schedule, budget, plugin),
-    )
-
-
-@params
-class ICaRLParams(Params):
-    """The iCaRL baseline's hyper-parameter: a callable, so set in code
-    (``make_baseline("icarl", ..., hparams={"buffer_transform": t})``),
-    not in the experiment config."""
-
-    buffer_transform: Callable | None = hparam(
-        None,
-        "transform applied to the exemplars, which already went through the "
-        "eval transform, so it must work on tensors (e.g. crop and flip, no "
-        "ToTensor or normalisation); None: exemplars are not augmented",
     )
 
 
