@@ -25,8 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the modules that hold integration or system tests first, each
-    module's tests in their order: with several workers, the longest tests
-    then start early instead of ending the run alone."""
+    module's tests in their order: with several workers (``make test``
+    hands each worker whole modules), the longest modules then start early
+    instead of ending the run alone."""
     slow = {
         item.module.__name__
         for item in items
