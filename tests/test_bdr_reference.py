@@ -1,24 +1,9 @@
 """BDR's statistics against a transcription of the paper's code.
 
-``ReferenceBDR`` (:mod:`reference.bdr_plugin`) restates ``approach/BDR.py``
-of the paper's repository (``zyuh/BDR-main``, class ``BDR_loss``) from its
-semantics: float64, plain Python loops over samples and classes, nothing
-shared with the package.
-
-- ``initialize``: over the phase's *training* loader, model in eval mode,
-  one pass counts the samples and sums the features of each class
-  (``compute_psi``, ``compute_fk``), a second pass sums the squared
-  distances to those centres (``compute_omega_k``);
-  ``pi = log((m1 psi + (1 - m1) omega) ** tau + 1e-12)``.
-- ``momentum_update`` (every step of a phase ``t > 0``, on the step's
-  detached features): the centre of every class in the batch is blended
-  ``N/(N+b)``, ``b/(N+b)`` with the batch mean; the batch scatter is taken
-  about that *updated* centre; only classes with ``b >= 2`` blend their
-  scatter; ``pi <- momentum pi + (1 - momentum) pi_hat(m2)``.
-
-The paper's code blends the scatters with the weights of the last class of
-its centre loop; ``slip=True`` reproduces that, the default uses each
-class's own weights (what the package implements).
+``ReferenceBDR`` (:mod:`reference.bdr_plugin`, whose docstring says what
+it restates of ``approach/BDR.py`` and how) follows the paper's
+``BDR_loss`` step by step; these tests feed it and the plugin the same
+features and compare the prior, the centres and the scatters.
 """
 
 from __future__ import annotations

@@ -13,12 +13,11 @@ import torch
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
-from helpers import ARRIVAL, make_benchmark, shuffled_benchmark
+from helpers import ARRIVAL, make_benchmark, make_tiny_lucir, shuffled_benchmark
 from probe import Probe
 from reference.formulas import ref_gradient_share
 from torch import nn
 
-from bdr_avalanche import LUCIR
 from bdr_avalanche.baselines import make_baseline
 from bdr_avalanche.experiment.checkpoint import CHECKPOINT_FILE
 from bdr_avalanche.experiment.compare import run_comparison
@@ -159,19 +158,13 @@ def bdr_run():
     diagnostics = DiagnosticMetrics()
     no_prior = MemoryGradShare(use_prior=False)
     sparse = PriorTrace(max_points=4)
-    strategy = LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        training=TrainingParams(
-            lr=0.05,
-            epochs=2,
-            milestones=(5,),
-            batch_size=16,
-            eval_batch_size=32,
-            mem_per_class=5,
-        ),
+    strategy = make_tiny_lucir(
+        probe,
+        lr=0.05,
+        epochs=2,
+        milestones=[5],
+        eval_batch_size=32,
         bdr=True,
-        device="cpu",
-        plugins=[probe],
         evaluator=make_evaluator(
             extra_metrics=[*diagnostics.metrics, no_prior, sparse]
         ),
@@ -357,18 +350,12 @@ def relabelled_runs():
         RNGManager.set_random_seeds(0)
         benchmark = shuffled_benchmark(arrival_order=arrival_order)
         diagnostics = DiagnosticMetrics()
-        strategy = LUCIR(
-            backbone=SmallCNN(in_channels=3, width=8),
-            training=TrainingParams(
-                lr=0.05,
-                epochs=2,
-                milestones=(5,),
-                batch_size=16,
-                eval_batch_size=32,
-                mem_per_class=5,
-            ),
+        strategy = make_tiny_lucir(
+            lr=0.05,
+            epochs=2,
+            milestones=[5],
+            eval_batch_size=32,
             bdr=True,
-            device="cpu",
             evaluator=make_evaluator(extra_metrics=diagnostics.metrics),
         )
         train_and_evaluate(strategy, benchmark)

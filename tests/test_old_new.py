@@ -16,10 +16,16 @@ from avalanche.logging import BaseLogger
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import BiCPlugin, EvaluationPlugin
-from helpers import ARRIVAL, make_benchmark, make_lucir_bdr, shuffled_benchmark
+from helpers import (
+    ARRIVAL,
+    make_benchmark,
+    make_lucir_bdr,
+    make_tiny_lucir,
+    shuffled_benchmark,
+)
 from torch import nn
 
-from bdr_avalanche import LUCIR, baselines
+from bdr_avalanche import baselines
 from bdr_avalanche.metrics import OldNewAccuracy, OldNewBreakdown, old_new_breakdown
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.params import TrainingParams
@@ -179,21 +185,7 @@ def test_lucir_relabelled_ids_match_loops():
     own ids, with the model called as LUCIR evaluates it."""
     RNGManager.set_random_seeds(0)
     benchmark = shuffled_benchmark()
-    strategy = LUCIR(
-        backbone=SmallCNN(in_channels=3, width=8),
-        training=TrainingParams(
-            lr=0.05,
-            epochs=4,
-            milestones=(3,),
-            batch_size=16,
-            eval_batch_size=64,
-            mem_per_class=5,
-        ),
-        cwd=True,
-        bdr=True,
-        device="cpu",
-        evaluator=make_evaluator(),
-    )
+    strategy = make_tiny_lucir(lr=0.05, epochs=4, milestones=[3], cwd=True, bdr=True)
 
     def predict(strategy, x):
         logits = outputs_in_eval_mode(strategy.model, x)

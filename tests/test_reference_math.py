@@ -1,22 +1,9 @@
 """LUCIR, CwD and herding checked against the paper's official code.
 
-The reference is the FACIL fork shipped with the BDR paper
-(``zyuh/BDR-main``). Each ``ref_*`` function of :mod:`reference.paper_code`
-is an independent float64 transcription of what that code computes, written
-with plain Python loops over samples and classes; none of them calls or
-mirrors this package's implementation:
-
-- ``ref_less_forget``: ``nn.CosineEmbeddingLoss()(f, f_old, ones)``
-  (approach/lucir_cwd_BDR.py:352), before the ``lamda`` weight;
-- ``ref_margin_ranking``: ``nn.MarginRankingLoss(margin)`` over the
-  ``hard_num * K`` (ground-truth score, top-K new-class score) pairs
-  (approach/lucir_cwd_BDR.py:363-388);
-- ``ref_cwd``: ``F.normalize`` then ``DecorrelateLossClass``
-  (approach/lucir_cwd_BDR.py:328-329, approach/aux_loss.py:24-58): classes
-  with ``count <= reject_threshold`` are skipped, the sum of the per-class
-  terms is divided by the number of samples of the contributing classes;
-- ``ref_herding``: ``HerdingExemplarsSelector._select_indices``
-  (dataset/exemplars_selection.py:99-146) on ``feats / feats.norm``.
+The references are the ``ref_*`` functions of :mod:`reference.paper_code`:
+independent float64 transcriptions of the FACIL fork shipped with the BDR
+paper (``zyuh/BDR-main``); that module's docstring cites the file and line
+of each.
 
 The strategy-level tests check the rest of the reference's wiring: sigma
 initialised to 1 (approach/lucir_utils.py:25), the optimizer of each phase
