@@ -84,9 +84,9 @@ class FreshOptimizerMixin(FreshOptimizerProtocol):
         self._param_group = {
             k: v for k, v in group.items() if k not in ("params", "initial_lr")
         }
-        self._lr = self.training.lr
-        if optimizer is not None:
-            self._lr = float(group.get("initial_lr", group["lr"]))
+        # the learning rate each experience starts from: the optimizer's
+        # own (before any schedule built on it), training.lr for the SGD
+        self._lr = float(group.get("initial_lr", group["lr"]))
         self.scheduler: MultiStepLR | None = None
         super().__init__(model=model, optimizer=opt, **kwargs)
         self._check_lr_schedulers()
