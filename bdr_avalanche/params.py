@@ -39,10 +39,12 @@ from ._checks import (
 __all__ = [
     "KINDS",
     "SEED_MAX",
+    "AGEMParams",
     "BDRParams",
     "BiCParams",
     "CwDParams",
     "DERParams",
+    "ERACEParams",
     "HParam",
     "ICaRLParams",
     "Kind",
@@ -467,5 +469,30 @@ class DERParams(Params):
         None,
         "memory samples per step (default: batch_size); DER replays only "
         "once its buffer holds this many",
+        "positive_int",
+    )
+
+
+@params
+class ERACEParams(Params):
+    """The ER-ACE baseline's hyper-parameter (Avalanche's ``ER_ACE``)."""
+
+    batch_size_mem: int | None = hparam(
+        None,
+        "memory samples per step (default: batch_size); ER-ACE replays only "
+        "once its buffer holds this many",
+        "positive_int",
+    )
+
+
+@params
+class AGEMParams(Params):
+    """The A-GEM baseline's hyper-parameter (Avalanche's ``AGEMPlugin``)."""
+
+    sample_size: int | None = hparam(
+        None,
+        "memory samples drawn at every step, uniformly from the whole memory, "
+        "for the reference gradient that the step's gradient is projected "
+        "against (default: batch_size)",
         "positive_int",
     )

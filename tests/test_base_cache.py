@@ -198,6 +198,13 @@ def test_the_key_changes_exactly_with_the_settings_of_the_first_experience(
             resolution=8,
             **{**common, "n_phases": 5},
         ),
+        # each baseline with hyper-parameters of its own, as the base
+        *(
+            ExperimentConfig(
+                dataset_root=str(tree), n_base=4, **{**common, "method": b}
+            )
+            for b in ("lwf", "bic", "der", "er_ace", "agem")
+        ),
     ]
     replace = {"COPY": str(copy), "OTHER": str(tmp_path / "other")}
     changed: dict[str, list[bool]] = {}

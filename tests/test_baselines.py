@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from avalanche.models import NCMClassifier
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.losses import ICaRLLossPlugin
-from avalanche.training.plugins import BiCPlugin, LwFPlugin, SupervisedPlugin
+from avalanche.training.plugins import (
+    AGEMPlugin,
+    BiCPlugin,
+    LwFPlugin,
+    SupervisedPlugin,
+)
 from avalanche.training.storage_policy import ClassBalancedBuffer
 from avalanche.training.supervised.icarl import _ICaRLPlugin
 from helpers import make_benchmark
@@ -29,6 +34,7 @@ from bdr_avalanche.baselines import (
     registry,
 )
 from bdr_avalanche.baselines.fixes import (
+    _AGEMPlugin,
     _BiCPlugin,
     _EvalMaskedClassifier,
     _SeenClassesNCM,
@@ -36,11 +42,12 @@ from bdr_avalanche.baselines.fixes import (
 from bdr_avalanche.baselines.registry import REGISTRY
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.params import DERParams, LwFParams, TrainingParams
+from bdr_avalanche.plugins._adapters import Family, identify
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 MEM = 5  # per class, with 30 training samples per class
 LR, DECAY = 0.1, 0.1
-MEMORY_BASELINES = ("replay", "icarl", "bic", "gdumb", "der")
+MEMORY_BASELINES = ("replay", "icarl", "bic", "gdumb", "der", "er_ace", "agem")
 
 
 class Recorder(SupervisedPlugin):
@@ -55,6 +62,12 @@ class Recorder(SupervisedPlugin):
         self.memory: list[dict[int, int]] = []
         self.predicted: list[set[int]] = []
         self.replaying: list[bool] = []
+        self.adapting_memory: list[dict[int, int]] = []
+        self.training_memory: list[dict[int, int]] = []
+        self.agem_cosines: list[float] = []
+
+    def before_train_dataset_adaptation(self, strategy, **kwargs):
+        self.adapting_memory.append(exemplars_per_class(strategy))
 
     def before_training_exp(self, strategy, **kwargs):
         self.lrs.append([])
@@ -63,7 +76,22 @@ class Recorder(SupervisedPlugin):
         if not self.lrs[-1]:
             self.optimizer_state.append(len(strategy.optimizer.state))
             self.replaying.append(getattr(strategy, "replay_loader", None) is not None)
+            self.training_memory.append(exemplars_per_class(strategy))
         self.lrs[-1].append(strategy.optimizer.param_groups[0]["lr"])
+
+    def after_backward(self, strategy, **kwargs):
+        # after A-GEM's projection (the caller's plugins run after the
+        # baseline's): the step's gradient against the reference gradient
+        agem = [p for p in strategy.plugins if isinstance(p, AGEMPlugin)]
+        if agem and agem[0].buffers:
+            grad = torch.cat(
+                [
+                    torch.zeros(p.numel()) if p.grad is None else p.grad.flatten()
+                    for p in strategy.model.parameters()
+                ]
+            )
+            ref = agem[0].reference_gradients
+            self.agem_cosines.append(F.cosine_similarity(grad, ref, dim=0).item())
 
     def after_training_iteration(self, strategy, **kwargs):
         for plugin in strategy.plugins:
@@ -180,6 +208,76 @@ def test_der_replays_with_unmasked_logits():
     logits = torch.stack([item[3] for item in strategy.storage_policy.buffer])
     assert logits.shape == (6 * MEM, 6)
     assert logits.abs().max() < 100  # no mask value (-1000) among the targets
+
+
+def test_er_ace_memory_is_sized_before_its_update():
+    # ER_ACE updates its buffer with the experience's data before any plugin
+    # runs (the memory is already complete at before_train_dataset_adaptation),
+    # so the budget must have grown by then: every seen class, the current
+    # ones included, holds MEM exemplars while it trains
+    _, _, recorder = run("er_ace")
+    expected = [dict.fromkeys(range(2 * (t + 1)), MEM) for t in range(3)]
+    assert recorder.adapting_memory == expected
+    assert recorder.training_memory == expected
+    assert recorder.replaying == [False, True, True]
+
+
+def test_agem_projects_against_a_uniformly_drawn_memory():
+    strategy, _, recorder = run("agem")
+    agem = next(p for p in strategy.plugins if isinstance(p, AGEMPlugin))
+    parts = [sorted(int(y) for y in part.targets) for part in agem.buffers]
+    assert parts == [sorted([2 * t, 2 * t + 1] * MEM) for t in range(3)]
+    # experiences 1 and 2: 2 epochs of 60 samples in batches of 10
+    assert len(recorder.agem_cosines) == 2 * 2 * 6
+    assert min(recorder.agem_cosines) > -1e-4  # projected where negative
+    assert any(abs(c) < 1e-4 for c in recorder.agem_cosines)  # some were
+    # reference batches of sample_size (= batch_size); each pass over the
+    # memory (30 samples) draws all of it, in a new order
+    passes = [
+        torch.cat([agem.sample_from_memory()[1] for _ in range(3)]) for _ in range(2)
+    ]
+    assert [len(p) for p in passes] == [30, 30]
+    assert all(sorted(p.tolist()) == sorted(sum(parts, [])) for p in passes)
+    assert not torch.equal(passes[0], passes[1])
+
+
+def test_agem_projects_the_gradients_of_a_channels_last_model():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    grads = [torch.randn_like(p) for p in conv.parameters()]
+    for p, g in zip(conv.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    assert not conv.weight.grad.is_contiguous()  # channels-last, like the weight
+    g = torch.cat([g.flatten() for g in grads])
+    ref = -g + 0.1 * torch.randn_like(g)  # against the step's gradient
+    strategy = type("Strategy", (), {"model": conv, "device": torch.device("cpu")})
+    plugin = _AGEMPlugin(patterns_per_experience=1, sample_size=1)
+    plugin.buffers, plugin.reference_gradients = [None], ref
+    with pytest.raises(RuntimeError, match="view"):  # Avalanche 0.6's flatten
+        AGEMPlugin.after_backward(plugin, strategy)
+    plugin.after_backward(strategy)
+    projected = torch.cat([p.grad.flatten() for p in conv.parameters()])
+    expected = g - (g @ ref) / (ref @ ref) * ref
+    assert torch.allclose(projected, expected, atol=1e-6)
+    assert abs(projected @ ref) < 1e-4
+
+
+FAMILIES = {
+    "naive": Family.NAIVE,
+    "replay": Family.NAIVE_REPLAY,
+    "icarl": Family.ICARL,
+    "lwf": Family.LWF,
+    "bic": Family.BIC,
+    "gdumb": Family.GDUMB,
+    "der": Family.DER_PP,
+    "er_ace": Family.ER_ACE,
+    "agem": Family.AGEM,
+}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_plugins_identify_the_family(name):
+    assert identify(_quick(name)) is FAMILIES[name]
 
 
 @pytest.mark.parametrize("name", ["lwf", "icarl"])
@@ -325,6 +423,8 @@ OTHER_VALUES = {
     ("der", "alpha"): 0.2,
     ("der", "beta"): 0.7,
     ("der", "batch_size_mem"): 4,
+    ("er_ace", "batch_size_mem"): 4,
+    ("agem", "sample_size"): 4,
 }
 
 
@@ -352,6 +452,12 @@ def _used_hparams(name: str, strategy) -> dict:
             "beta": strategy.beta,
             "batch_size_mem": batch_size_mem,
         }
+    if name == "er_ace":
+        size = strategy.batch_size_mem
+        return {"batch_size_mem": None if size == strategy.train_mb_size else size}
+    if name == "agem":
+        size = plugin(AGEMPlugin).sample_size
+        return {"sample_size": None if size == strategy.train_mb_size else size}
     return {}
 
 
@@ -370,7 +476,10 @@ def _quick(name: str, hparams=None, **kwargs):
 
 
 def test_registry_lists_exactly_the_baselines():
-    names = ("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der")
+    names = (
+        *("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der"),
+        *("er_ace", "agem"),
+    )
     assert tuple(REGISTRY) == BASELINES == names
     for name, baseline in REGISTRY.items():
         assert baseline.name == name

@@ -57,7 +57,7 @@ def test_inherit_cycle_is_reported(tmp_path):
         ("bdr: {nope: 1}\n", r"unknown key\(s\) bdr.nope"),
         ("m1: 0.5\n", r"unknown key 'm1' in .*bad.yaml; did you mean 'bdr.m1'\?"),
         ("cwd_coef: 0.5\n", r"unknown key 'cwd_coef' in .*; did you mean 'cwd.coef'\?"),
-        ("method: ewc\n", r"method='ewc' is not allowed; choose one of lucir, "),
+        ("method: ewc\n", r"method 'ewc': unknown part 'ewc'; a method is a base"),
         (
             "milestones: [120, 80]\n",
             r"milestones=\[120, 80\] is not allowed; it must be a list of increasing",

@@ -17,10 +17,12 @@ from bdr_avalanche.experiment.cli import build_parser
 from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
 from bdr_avalanche.params import (
     KINDS,
+    AGEMParams,
     BDRParams,
     BiCParams,
     CwDParams,
     DERParams,
+    ERACEParams,
     HParam,
     LUCIRParams,
     LwFParams,
@@ -33,7 +35,7 @@ from bdr_avalanche.params import (
 from bdr_avalanche.plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
 
 RECORDS = [TrainingParams, LUCIRParams, CwDParams, BDRParams, LwFParams, BiCParams]
-RECORDS.append(DERParams)
+RECORDS += [DERParams, ERACEParams, AGEMParams]
 PLUGINS = {LUCIRPlugin: LUCIRParams, CwDPlugin: CwDParams, BDRPlugin: BDRParams}
 # LUCIR's argument taking each record
 LUCIR_ARGUMENT = {

@@ -1,7 +1,7 @@
 """Avalanche's built-in class-incremental strategies as baselines for LUCIR.
 
-:func:`make_baseline` builds Naive, Replay, iCaRL, LwF, BiC, GDumb or DER
-(Avalanche 0.6) on one of our backbones so that it can be compared with
+:func:`make_baseline` builds Naive, Replay, iCaRL, LwF, BiC, GDumb, DER,
+ER-ACE or A-GEM (Avalanche 0.6) on one of our backbones so that it can be compared with
 :class:`~bdr_avalanche.LUCIR` on the same stream: same backbone, epochs,
 SGD schedule (reset at every experience) and, wherever the strategy keeps
 one, the paper's memory of ``mem_per_class`` exemplars for *every* seen

@@ -6,8 +6,8 @@ dropped; ``tests/test_baselines.py`` checks each one. By strategy:
 
 - every baseline: :class:`_ResetOptimizerState` (momentum carried over
   from one experience to the next);
-- replay, BiC, GDumb: :class:`_ClassBalancedBuffer` (a deprecation warning
-  that overrides the process's warning filters);
+- replay, BiC, GDumb, ER-ACE: :class:`_ClassBalancedBuffer` (a deprecation
+  warning that overrides the process's warning filters);
 - LwF, iCaRL: :class:`_TeacherInEvalMode` (the frozen previous model runs
   in training mode);
 - iCaRL: :class:`_SeenClassesNCM` (the NCM classifier predicts classes not
@@ -21,7 +21,9 @@ dropped; ``tests/test_baselines.py`` checks each one. By strategy:
 - BiC: :class:`_BiCPlugin` (stage 2 fails with recent torch; distillation
   over the batch at a fixed temperature). Its bias layer corrects the
   outputs in Avalanche's eval loop (``after_eval_forward``), which is also
-  where the protocol's old/new-class breakdown is measured.
+  where the protocol's old/new-class breakdown is measured;
+- A-GEM: :class:`_AGEMPlugin` (fails on the gradients of a channels-last
+  model).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.core import SupervisedPlugin
-from avalanche.models import IncrementalClassifier, NCMClassifier
+from avalanche.models import IncrementalClassifier, NCMClassifier, avalanche_forward
 from avalanche.models.bic_model import BiasLayer
 from avalanche.training.losses import ICaRLLossPlugin
-from avalanche.training.plugins import BiCPlugin, LwFPlugin
+from avalanche.training.plugins import AGEMPlugin, BiCPlugin, LwFPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer
 from avalanche.training.supervised.der import ClassBalancedBufferWithLogits
 from avalanche.training.templates import SupervisedTemplate
@@ -50,9 +52,13 @@ __all__: list[str] = []  # private to the package; imported by name
 
 #: The private Avalanche names this module relies on, checked against the
 #: installed Avalanche by ``tests/test_avalanche_private.py``
-#: (``Class()._name``: an instance attribute). None: the fixes
-#: subclass and override public classes and methods only.
-AVALANCHE_PRIVATE: tuple[str, ...] = ()
+#: (``Class()._name``: an instance attribute). :class:`_AGEMPlugin`
+#: computes the reference loss with ``strategy._criterion``, as
+#: ``AGEMPlugin`` does; the other fixes subclass and override public
+#: classes and methods only.
+AVALANCHE_PRIVATE: tuple[str, ...] = (
+    "avalanche.training.templates.SupervisedTemplate()._criterion",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -326,3 +332,60 @@ class _BiCPlugin(BiCPlugin):
             self.bias_layer.alpha.item(),
             self.bias_layer.beta.item(),
         )
+
+
+def _flat_gradients(model: nn.Module, device: torch.device) -> Tensor:
+    """The gradients of ``model``'s parameters (zeros where there is none),
+    flattened and concatenated in parameter order."""
+    return torch.cat(
+        [
+            torch.zeros(p.numel(), device=device)
+            if p.grad is None
+            else p.grad.reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+
+
+class _AGEMPlugin(AGEMPlugin):
+    """Avalanche's A-GEM, flattening the gradients with ``reshape``.
+
+    **Avalanche 0.6.0:** ``AGEMPlugin.before_training_iteration`` and
+    ``AGEMPlugin.after_backward`` (``avalanche/training/plugins/agem.py``)
+    flatten every gradient with ``p.grad.view(-1)``, which fails on a
+    gradient that is not contiguous: those of the convolutions of a
+    channels-last model (the ``channels_last`` speed switch). Both are
+    reimplemented here with ``reshape``, unchanged otherwise: the reference
+    gradient of a memory batch, and the step's gradient projected onto the
+    plane orthogonal to it where their dot product is negative.
+
+    **Drop when** Avalanche flattens the gradients with ``reshape``.
+    """
+
+    def before_training_iteration(self, strategy: SupervisedTemplate, **kwargs) -> None:
+        if not self.buffers:
+            return
+        strategy.model.train()
+        strategy.optimizer.zero_grad()
+        batch = self.sample_from_memory()
+        x, y = batch[0].to(strategy.device), batch[1].to(strategy.device)
+        out = avalanche_forward(strategy.model, x, batch[-1])
+        strategy._criterion(out, y).backward()
+        self.reference_gradients = _flat_gradients(strategy.model, strategy.device)
+        strategy.optimizer.zero_grad()
+
+    @torch.no_grad()
+    def after_backward(self, strategy: SupervisedTemplate, **kwargs) -> None:
+        if not self.buffers:
+            return
+        reference = self.reference_gradients
+        current = _flat_gradients(strategy.model, strategy.device)
+        dot = torch.dot(current, reference)
+        if dot >= 0:
+            return
+        projected = current - reference * (dot / torch.dot(reference, reference))
+        start = 0
+        for p in strategy.model.parameters():
+            if p.grad is not None:
+                p.grad.copy_(projected[start : start + p.numel()].view_as(p))
+            start += p.numel()

@@ -4,24 +4,38 @@ exemplars for every class seen so far.
 Avalanche's storage policies split one fixed ``max_size`` among the
 classes they hold, so each class's share shrinks as classes arrive.
 :class:`GrowingMemoryBudget` grows that ``max_size`` with the classes
-instead; :data:`MEMORY_MATCHING` says, per baseline, how its memory was
-matched, and :func:`exemplars_per_class` counts what a baseline stores.
+instead (:class:`_BudgetFirstBuffer` for ER-ACE, which updates its buffer
+before any plugin runs); A-GEM, which keeps a fixed number of samples per
+experience, keeps ``mem_per_class`` of every class of the experience
+instead (:class:`_ClassBalancedAGEMPlugin`). :data:`MEMORY_MATCHING` says,
+per baseline, how its memory was matched, and :func:`exemplars_per_class`
+counts what a baseline stores.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 
+import torch
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
+from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.core import SupervisedPlugin
-from avalanche.training.plugins import BiCPlugin, GDumbPlugin, ReplayPlugin
+from avalanche.training.plugins import (
+    AGEMPlugin,
+    BiCPlugin,
+    GDumbPlugin,
+    ReplayPlugin,
+)
 from avalanche.training.storage_policy import BalancedExemplarsBuffer, ExemplarsBuffer
-from avalanche.training.supervised import DER
+from avalanche.training.supervised import DER, ER_ACE
 from avalanche.training.supervised.icarl import _ICaRLPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from .._checks import check_positive_int
 from ..models.cosine import experience_classes
+from .fixes import _AGEMPlugin, _ClassBalancedBuffer
 
 __all__ = ["MEMORY_MATCHING", "GrowingMemoryBudget", "exemplars_per_class"]
 
@@ -64,6 +78,25 @@ MEMORY_MATCHING: dict[str, str] = {
         "set by GrowingMemoryBudget to mem_per_class x the classes seen so far: "
         "mem_per_class exemplars and their logits for every seen class."
     ),
+    "er_ace": (
+        "ER_ACE's ClassBalancedBuffer (random selection), which ER_ACE updates "
+        "with the experience's data at its start, with max_size set by "
+        "GrowingMemoryBudget just before that update to mem_per_class x the "
+        "classes seen including the current experience: every seen class keeps "
+        "mem_per_class exemplars, and the memory batches of experience t > 0 "
+        "draw from the current classes' exemplars too (Avalanche's offline "
+        "ER-ACE)."
+    ),
+    "agem": (
+        "A-GEM's episodic memory, one part per experience, filled at the "
+        "experience's end with mem_per_class random samples of each of its "
+        "classes (Avalanche's AGEMPlugin takes patterns_per_experience random "
+        "samples regardless of class): mem_per_class exemplars for every seen "
+        "class. Each step's reference gradient is computed on sample_size "
+        "samples drawn uniformly, without replacement, from the whole memory "
+        "(the A-GEM paper's sampling; Avalanche draws an equal share from each "
+        "experience, in a fixed order)."
+    ),
 }
 """Per baseline, how its memory was matched to the paper's
 ``mem_per_class`` exemplars for every seen class (or that it uses none)."""
@@ -103,6 +136,12 @@ class GrowingMemoryBudget(SupervisedPlugin):
     def before_train_dataset_adaptation(
         self, strategy: SupervisedTemplate, **kwargs
     ) -> None:
+        self.grow(strategy)
+
+    def grow(self, strategy: SupervisedTemplate) -> None:
+        """Add the classes of ``strategy``'s experience to those seen and set
+        the buffer's ``max_size`` to :attr:`max_size` (again for the same
+        experience: no change)."""
         buffer = self.buffer
         if buffer is None:
             raise ValueError("GrowingMemoryBudget has no buffer to size: set `buffer`")
@@ -119,6 +158,81 @@ class GrowingMemoryBudget(SupervisedPlugin):
             buffer.max_size,
             len(self.seen_classes),
         )
+
+
+class _BudgetFirstBuffer(_ClassBalancedBuffer):
+    """ER-ACE's class-balanced random buffer, which grows its budget itself
+    just before each update.
+
+    ``ER_ACE._before_training_exp`` (``avalanche/training/supervised/er_ace.py``)
+    updates its storage policy with the experience's data first, before
+    the template triggers any plugin (``before_train_dataset_adaptation``,
+    where :class:`GrowingMemoryBudget` grows a buffer, comes after): sized
+    there, the buffer would be split among the new classes on the budget
+    of the old ones alone. So ER-ACE's :class:`GrowingMemoryBudget` is not
+    a plugin; this buffer calls its :meth:`~GrowingMemoryBudget.grow`.
+
+    :param mem_per_class: exemplars kept per seen class.
+    """
+
+    def __init__(self, mem_per_class: int) -> None:
+        super().__init__(max_size=0, adaptive_size=True)
+        self.budget = GrowingMemoryBudget(mem_per_class, self)
+
+    def update(self, strategy: SupervisedTemplate, **kwargs) -> None:
+        self.budget.grow(strategy)
+        super().update(strategy, **kwargs)
+
+
+class _ClassBalancedAGEMPlugin(_AGEMPlugin):
+    """A-GEM (:class:`~bdr_avalanche.baselines.fixes._AGEMPlugin`) with a
+    class-balanced episodic memory, sampled uniformly.
+
+    At the end of each experience the memory takes ``mem_per_class``
+    random samples of every class of the experience (fewer where a class
+    has fewer), so every seen class keeps ``mem_per_class`` exemplars, the
+    paper's memory; ``AGEMPlugin.update_memory``
+    (``avalanche/training/plugins/agem.py``) takes ``patterns_per_experience``
+    random samples of the experience, whatever their classes. Each step's
+    reference batch is ``sample_size`` samples of the whole memory, drawn
+    without replacement and reshuffled at every pass, as in the A-GEM
+    paper; Avalanche 0.6 draws ``sample_size // experiences`` from each
+    experience's part, in the same order at every pass (its loader does not
+    shuffle). ``patterns_per_experience``, which only Avalanche's
+    ``update_memory`` reads, is 0.
+
+    :param mem_per_class: exemplars kept per class.
+    :param sample_size: memory samples of each step's reference gradient.
+    """
+
+    def __init__(self, mem_per_class: int, sample_size: int) -> None:
+        super().__init__(patterns_per_experience=0, sample_size=sample_size)
+        self.mem_per_class = check_positive_int("mem_per_class", mem_per_class)
+
+    @torch.no_grad()
+    def update_memory(
+        self, dataset: AvalancheDataset, num_workers: int = 0, **kwargs
+    ) -> None:
+        """Add ``mem_per_class`` random samples of each class of ``dataset``
+        to the memory and draw the reference batches from the whole
+        memory."""
+        by_class: dict[int, list[int]] = defaultdict(list)
+        for index, target in enumerate(dataset.targets):
+            by_class[int(target)].append(index)
+        kept = [
+            indices[i]
+            for indices in by_class.values()
+            for i in torch.randperm(len(indices))[: self.mem_per_class].tolist()
+        ]
+        self.buffers.append(dataset.subset(sorted(kept)))
+        self.buffer_dataloader = GroupBalancedInfiniteDataLoader(
+            [concat_datasets(self.buffers)],
+            batch_size=self.sample_size,
+            shuffle=True,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+        self.buffer_dliter = iter(self.buffer_dataloader)
 
 
 def _targets(dataset) -> list[int]:
@@ -142,6 +256,9 @@ def exemplars_per_class(strategy: SupervisedTemplate) -> dict[int, int]:
         if isinstance(plugin, BiCPlugin):
             for val_buffer in plugin.val_buffer.values():
                 counts.update(_targets(val_buffer.buffer))
-    if isinstance(strategy, DER):
+        if isinstance(plugin, AGEMPlugin):
+            for part in plugin.buffers:
+                counts.update(_targets(part))
+    if isinstance(strategy, (DER, ER_ACE)):
         counts.update(_targets(strategy.storage_policy.buffer))
     return dict(sorted(counts.items()))

@@ -4,10 +4,11 @@ Each factory builds one of Avalanche's strategies from a checked
 :class:`Setup` (the backbone, the memory size, LUCIR's SGD schedule and the
 strategy's arguments, shared by all baselines) and, for a baseline with
 hyper-parameters of its own, their record in :mod:`bdr_avalanche.params`
-(``LwFParams``, ``BiCParams``, ``DERParams``, ``ICaRLParams``): their
-defaults, ranges and help texts are written
-once, there; :func:`register` adds the record's ``:param`` lines to the
-factory's docstring and :meth:`Baseline.check_hparams` builds the record.
+(``LwFParams``, ``BiCParams``, ``DERParams``, ``ERACEParams``,
+``AGEMParams``, ``ICaRLParams``): their defaults, ranges and help texts
+are written once, there; :func:`register` adds the record's ``:param``
+lines to the factory's docstring and :meth:`Baseline.check_hparams`
+builds the record.
 The experiment config nests the records of the baselines that it can set
 (``--der.alpha 0.2``); iCaRL's is a callable, given in code only.
 :func:`~bdr_avalanche.baselines.make_baseline` builds the :class:`Setup`
@@ -17,11 +18,11 @@ A factory builds its strategy with :meth:`Setup.build`, which composes the
 Avalanche class with the speed mixins
 (:class:`~bdr_avalanche.training.SpeedMixin`: fast input path, autocast,
 channels-last) when a speed switch is on, so the baselines are fed as
-``LUCIR`` is. Naive, Replay, LwF and GDumb take every switch; iCaRL, BiC
-and DER not the fast input path, because part of their training runs
-through a loop of their own, and BiC not autocast either, because of its
-bias layer (:attr:`Baseline.unsupported` says which part, from
-:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
+``LUCIR`` is. Naive, Replay, LwF and GDumb take every switch; iCaRL, BiC,
+DER, ER-ACE and A-GEM not the fast input path, because part of their
+training runs through a loop of their own, and BiC not autocast either,
+because of its bias layer (:attr:`Baseline.unsupported` says which part,
+from :data:`~bdr_avalanche.training.support.UNSUPPORTED`).
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ from typing import Any
 from avalanche.core import BasePlugin
 from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import GDumbPlugin, LRSchedulerPlugin, ReplayPlugin
-from avalanche.training.supervised import DER, GDumb, ICaRL, LwF, Naive
+from avalanche.training.supervised import DER, ER_ACE, GDumb, ICaRL, LwF, Naive
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
 from ..params import (
+    AGEMParams,
     BiCParams,
     DERParams,
+    ERACEParams,
     HParam,
     ICaRLParams,
     LwFParams,
@@ -64,7 +67,7 @@ from .fixes import (
     _TeacherInEvalMode,
     _UnmaskedLogitsBuffer,
 )
-from .memory import GrowingMemoryBudget
+from .memory import GrowingMemoryBudget, _BudgetFirstBuffer, _ClassBalancedAGEMPlugin
 from .templates import with_speed
 
 __all__ = [
@@ -72,8 +75,10 @@ __all__ = [
     "Baseline",
     "Schedule",
     "Setup",
+    "agem",
     "bic",
     "der",
+    "er_ace",
     "gdumb",
     "icarl",
     "lwf",
@@ -455,3 +460,57 @@ def der(setup: Setup, params: DERParams) -> SupervisedTemplate:
     )
     strategy.storage_policy = budget.buffer = _UnmaskedLogitsBuffer(head)
     return strategy
+
+
+@register("er_ace", ERACEParams)
+def er_ace(setup: Setup, params: ERACEParams) -> SupervisedTemplate:
+    """Avalanche's ``ER_ACE`` (Caccia et al.) with a growing
+    ``IncrementalClassifier`` and a class-balanced random buffer of
+    ``mem_per_class`` exemplars per seen class
+    (:class:`~bdr_avalanche.baselines.memory._BudgetFirstBuffer`).
+
+    ER-ACE adds the experience's data to its buffer at the experience's
+    start; from the second experience on, once the buffer holds
+    ``batch_size_mem`` samples, every step draws that many from it and
+    averages the cross-entropy of the memory batch (over all outputs) and
+    that of the new batch over the classes present in it (the asymmetric
+    cross-entropy).
+    """
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    strategy = setup.build(
+        ER_ACE,
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        mem_size=0,
+        batch_size_mem=params.batch_size_mem or setup.strategy_args["train_mb_size"],
+        plugins=setup.plugins(schedule),
+    )
+    strategy.storage_policy = _BudgetFirstBuffer(setup.mem_per_class)
+    return strategy
+
+
+@register("agem", AGEMParams)
+def agem(setup: Setup, params: AGEMParams) -> SupervisedTemplate:
+    """``Naive`` + A-GEM's plugin (what Avalanche's ``AGEM`` is) with a
+    growing ``IncrementalClassifier`` and an episodic memory of
+    ``mem_per_class`` random exemplars per seen class
+    (:class:`~bdr_avalanche.baselines.memory._ClassBalancedAGEMPlugin`).
+
+    From the second experience on, every step computes a reference
+    gradient on ``sample_size`` memory samples and, where the step's
+    gradient points against it (negative dot product), projects the step's
+    gradient onto the plane orthogonal to it. The memory is not trained on.
+    """
+    model = _growing_net(setup)
+    optimizer, schedule = setup.schedule.sgd(model.parameters())
+    sample_size = params.sample_size or setup.strategy_args["train_mb_size"]
+    plugin = _ClassBalancedAGEMPlugin(setup.mem_per_class, sample_size)
+    return setup.build(
+        Naive,
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        plugins=setup.plugins(schedule, plugin),
+    )

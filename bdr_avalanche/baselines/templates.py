@@ -11,7 +11,7 @@ speed switch is on; which baseline cannot take which switch, and why, is
 
 from __future__ import annotations
 
-from avalanche.training.supervised import DER, GDumb, ICaRL, LwF, Naive
+from avalanche.training.supervised import DER, ER_ACE, GDumb, ICaRL, LwF, Naive
 from avalanche.training.templates import SupervisedTemplate
 
 from ..training.speed import SpeedMixin
@@ -19,6 +19,7 @@ from ..training.speed import SpeedMixin
 __all__ = [
     "SPEED_TEMPLATES",
     "FastDER",
+    "FastER_ACE",
     "FastGDumb",
     "FastICaRL",
     "FastLwF",
@@ -28,7 +29,9 @@ __all__ = [
 
 
 class FastNaive(SpeedMixin, Naive):
-    """``Naive`` with the speed mixins (naive, replay, bic)."""
+    """``Naive`` with the speed mixins (naive, replay, bic, agem). A-GEM's
+    reference gradient is computed outside the template's ``forward``
+    (``AGEMPlugin.before_training_iteration``), in float32."""
 
 
 class FastLwF(SpeedMixin, LwF):
@@ -49,12 +52,19 @@ class FastDER(SpeedMixin, DER):
     """``DER`` with the speed mixins (not the fast input path)."""
 
 
+class FastER_ACE(SpeedMixin, ER_ACE):
+    """``ER_ACE`` with the speed mixins (not the fast input path): autocast
+    covers the forward pass of the new batch; that of the memory batch,
+    which ``ER_ACE.training_epoch`` runs itself, stays in float32."""
+
+
 SPEED_TEMPLATES: dict[type[SupervisedTemplate], type[SupervisedTemplate]] = {
     Naive: FastNaive,
     LwF: FastLwF,
     GDumb: FastGDumb,
     ICaRL: FastICaRL,
     DER: FastDER,
+    ER_ACE: FastER_ACE,
 }
 """Avalanche strategy -> the same with the speed mixins."""
 

@@ -13,7 +13,6 @@ from .._lazy import lazy_attributes
 
 __all__ = [
     "METHODS",
-    "OUR_METHODS",
     "ConfigError",
     "ExperimentConfig",
     "load_config",
@@ -23,7 +22,6 @@ __all__ = [
 
 _HOMES = {
     "METHODS": ".config",
-    "OUR_METHODS": ".config",
     "ConfigError": ".config",
     "ExperimentConfig": ".config",
     "load_config": ".config",

@@ -46,9 +46,10 @@ import torch
 from .. import __version__, distributed
 from ..benchmarks.fingerprint import data_fingerprint
 from ..benchmarks.specs import DATASETS
+from ..methods import parse_method
 from ._atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
-from .config import OUR_METHODS, ConfigError, ExperimentConfig
+from .config import GROUPS, ConfigError, ExperimentConfig
 from .factories import amp_dtype, build_batch_augment, num_workers
 from .run_folder import MARKER
 
@@ -67,8 +68,10 @@ log = logging.getLogger(__name__)
 BASE_CACHE_DIR = "base_models"
 """The cache's folder in ``output_dir`` when ``base_cache`` is not set."""
 
+_BASELINE = "the baseline's hyper-parameters (all of them), when it is the base"
 FIRST_EXPERIENCE_KEYS: dict[str, str] = {
-    "method": "whether CwD is on (it acts in the first experience only)",
+    "method": "the base strategy, and whether CwD is on (it acts in the first "
+    "experience only; BDR acts after it)",
     "seed": "the initial weights and every random draw",
     "dataset": "the images and their augmentation",
     "dataset_root": "the data: their real path and a fingerprint of the files read",
@@ -92,6 +95,11 @@ FIRST_EXPERIENCE_KEYS: dict[str, str] = {
     "eval_batch_size": "the evaluation and the herding after it",
     "mem_per_class": "the memory built at its end",
     "cwd": "CwD's hyper-parameters (all of cwd.*), when CwD is on",
+    "lwf": _BASELINE,
+    "bic": _BASELINE,
+    "der": _BASELINE,
+    "er_ace": _BASELINE,
+    "agem": _BASELINE,
     "device": "its type (cpu, cuda)",
     "fast_input": "the input path (as resolved)",
     "amp": "the autocast dtype (as resolved)",
@@ -109,9 +117,6 @@ LATER_KEYS: dict[str, str] = {
     "lucir": "LUCIR's less-forget and margin-ranking terms need old classes "
     "(k is only checked against the later experiences)",
     "bdr": "BDR acts after the first experience",
-    "lwf": "a baseline's: baselines do not use the cache",
-    "bic": "a baseline's: baselines do not use the cache",
-    "der": "a baseline's: baselines do not use the cache",
     "output_dir": _RUNTIME,
     "reuse_base": "whether the cache is used at all",
     "base_cache": "where the cache is",
@@ -197,7 +202,7 @@ def first_experience_settings(
         "width": cfg.width if cfg.backbone == "small_cnn" else None,
         "seed": cfg.seed,
         **_training_settings(cfg),
-        **_cwd_settings(cfg),
+        **_method_settings(cfg),
         "device": device.type,
         "world_size": distributed.world_size(),
         "fast_input": fast_input,
@@ -222,11 +227,20 @@ def _training_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def _cwd_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Whether CwD is on and, when it is, every field of its record
-    (``None`` when it is off: its values then change nothing)."""
-    cwd = "cwd" in OUR_METHODS[cfg.method]
-    return {"cwd": cwd, "cwd_params": dataclasses.asdict(cfg.cwd) if cwd else None}
+def _method_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The base strategy and its record (a baseline's: all its fields; our
+    ``lucir`` base's losses act later), whether CwD is on and, when it is,
+    every field of its record (``None`` when off: its values then change
+    nothing). BDR is not one: it acts after the first experience."""
+    method = parse_method(cfg.method)
+    own = method.base in GROUPS and not method.ours
+    cwd = method.has("cwd")
+    return {
+        "base": method.base,
+        "base_params": dataclasses.asdict(getattr(cfg, method.base)) if own else None,
+        "cwd": cwd,
+        "cwd_params": dataclasses.asdict(cfg.cwd) if cwd else None,
+    }
 
 
 def check_cache_folder(
@@ -251,7 +265,7 @@ def check_cache_folder(
             "whose entries other runs share and --overwrite would delete: "
             f"choose another name, or set base_cache to a folder outside {own}"
         )
-    if not cfg.reuse_base or cfg.method not in OUR_METHODS:
+    if not cfg.reuse_base:
         return
     for folder in (cache, *cache.parents):
         if (folder / MARKER).is_file():
@@ -280,32 +294,43 @@ class BaseCache:
         """``base_cache``, or ``<output_dir>/base_models``."""
         return Path(cfg.base_cache or Path(cfg.output_dir) / BASE_CACHE_DIR)
 
-    def load(self, num_experiences: int) -> dict[str, Any] | None:
-        """The stored state, in the checkpoint's layout, with its results
-        sized for a stream of ``num_experiences`` (``None`` when there is
-        none, or it cannot be used: then the run trains its first
-        experience and stores it again). Temporary files that writers
-        killed while storing left in the folder are deleted first."""
+    def load_entry(self) -> dict[str, Any] | None:
+        """The stored state, if there is one stored for these settings
+        (``None`` otherwise, or when it cannot be read: then the run
+        trains its first experience and stores it again). Temporary files
+        that writers killed while storing left in the folder are deleted
+        first."""
         remove_stale_temporaries(self.path.parent)
         if not self.path.is_file():
             return None
-        remedy = (
-            "the first experience is trained again and stored over it (to clear "
-            f"the cache, delete that file or the folder {self.path.parent})"
-        )
         try:
-            state = load_checkpoint(self.path, remedy=remedy)
+            state = load_checkpoint(self.path, remedy=self._remedy)
         except CheckpointError as err:
             log.warning("ignoring the base-model cache entry %s", err)
             return None
-        times = state.get("times")
-        if state.get("base_settings") != self.settings or len(times or ()) != 1:
+        if state.get("base_settings") != self.settings:
             log.warning(
                 "ignoring the base-model cache entry %s: it was stored for other "
                 "settings; %s",
                 self.path,
-                remedy,
+                self._remedy,
             )
+            return None
+        return state
+
+    @property
+    def _remedy(self) -> str:
+        return (
+            "the first experience is trained again and stored over it (to clear "
+            f"the cache, delete that file or the folder {self.path.parent})"
+        )
+
+    def load(self, num_experiences: int) -> dict[str, Any] | None:
+        """The stored checkpoint of our ``lucir`` base (:meth:`load_entry`
+        holding one experience), with its results sized for a stream of
+        ``num_experiences``."""
+        state = self.load_entry()
+        if state is None or len(state.get("times") or ()) != 1:
             return None
         # the run that stored it may have split its later classes otherwise
         stored = state["results"]["accuracy_matrix"]

@@ -153,10 +153,30 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bdr-avalanche`` argument parser."""
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``compare`` alone: ``--methods`` and ``--seeds``."""
     from .config import METHODS
 
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated methods to compare: bases and compositions "
+        "as --method takes them (replay,replay+bdr,lucir,lucir+cwd); each "
+        "pair X, X+bdr (or X+cwd) gets its paired differences "
+        f"[default: {','.join(METHODS)}]",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S1,S2,...",
+        help="comma-separated seeds: run every method with each, into "
+        "<method>/seed<S>/, and give the paired differences' mean ± std "
+        "over the seeds [default: the seed key, one run per method]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bdr-avalanche`` argument parser."""
     parser = _Parser(
         prog="bdr-avalanche",
         description="Class-incremental experiments with LUCIR, CwD and BDR "
@@ -197,13 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
             "-v", "--verbose", action="store_true", help="debug-level logging"
         )
         if name == "compare":
-            sub.add_argument(
-                "--methods",
-                default=",".join(METHODS),
-                help="comma-separated methods to compare, from: "
-                + ", ".join(METHODS)
-                + " [default: all]",
-            )
+            _add_compare_options(sub)
         # compare sets `method` itself, and its `name` is the comparison's
         _add_config_options(sub, skip=("method",) if name == "compare" else ())
     return parser
@@ -241,23 +255,34 @@ def _main(argv: Sequence[str] | None) -> int:
     args = vars(parser.parse_args(argv))
     command, files = args.pop("command"), args.pop("config")
     overwrite, verbose = args.pop("overwrite"), args.pop("verbose")
-    methods = args.pop("methods", None)
+    methods, seeds = args.pop("methods", None), args.pop("seeds", None)
     _set_up_logging(verbose)
-    from .config import ConfigError, comparison_name, load_config, parse_value
+    from .config import (
+        ConfigError,
+        comparison_name,
+        load_config,
+        parse_seeds,
+        parse_value,
+    )
+    from .launch import check_launch
     from .run_folder import RunFolderError, check_not_in_use
 
     try:
         overrides = {key: parse_value(key, text) for key, text in args.items()}
         cfg = load_config(files, overrides)
+        seeds = () if seeds is None else parse_seeds(seeds)
+        check_launch(cfg, command)
         if _rank_0():  # the process that takes the lock
-            name = cfg.resolved().name if command == "run" else comparison_name(cfg)
+            name = (
+                cfg.resolved().name if command == "run" else comparison_name(cfg, seeds)
+            )
             check_not_in_use(Path(cfg.output_dir) / name)
         _import_avalanche()
     except (ConfigError, RunFolderError) as err:
         parser.exit(2, f"bdr-avalanche: error: {_one_line(err)}\n")
     except _SettingsError as err:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
-    _execute(parser, command, cfg, methods, overwrite)
+    _execute(parser, command, cfg, methods, overwrite, seeds)
     return 0
 
 
@@ -280,11 +305,13 @@ def _execute(
     cfg: ExperimentConfig,
     methods: str | None,
     overwrite: bool,
+    seeds: tuple[int, ...] = (),
 ) -> None:
-    """Run the checked ``cfg`` (``run``) or compare ``methods`` on it; exit
-    with status 1 (the run failed) or 2 (bad input) and one line."""
+    """Run the checked ``cfg`` (``run``) or compare ``methods`` on it (with
+    each of ``seeds``); exit with status 1 (the run failed) or 2 (bad
+    input) and one line."""
     from ..benchmarks import DatasetError
-    from ..distributed import launched_by_torchrun, shutdown
+    from ..distributed import shutdown
     from ..plugins import NonFiniteLossError
     from ._atomic import WriteError
     from .checkpoint import CheckpointError
@@ -296,14 +323,9 @@ def _execute(
     try:
         if command == "run":
             run_experiment(cfg, overwrite=overwrite)
-        elif launched_by_torchrun():
-            raise ConfigError(
-                "compare cannot run under torchrun (Avalanche's strategies do not "
-                "train with DDP); start each of our methods with `run`"
-            )
         else:
             names = [m.strip() for m in methods.split(",") if m.strip()]
-            run_comparison(cfg, names, overwrite=overwrite)
+            run_comparison(cfg, names, overwrite=overwrite, seeds=seeds or None)
     except (
         DatasetError,
         RunExistsError,

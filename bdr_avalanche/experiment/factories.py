@@ -8,7 +8,6 @@ its dataset before anything is read or written.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import torch
@@ -19,13 +18,16 @@ from .. import distributed
 from ..baselines import make_baseline
 from ..benchmarks import DatasetError
 from ..benchmarks.specs import DATASETS, in_memory_datasets
+from ..methods import parse_method
 from ..models import CifarResNet, SmallCNN, resnet18_cifar, resnet18_imagenet
 from ..params import TrainingParams
 from ..strategy import LUCIR
 from ..training.augment import BatchAugment
 from ..training.speed import Speed
 from ..training.support import unsupported
-from .config import GROUPS, OUR_METHODS, ConfigError, ExperimentConfig
+from .composition import baseline_plugins, check_method
+from .config import GROUPS, ConfigError, ExperimentConfig
+from .launch import check_launch
 
 __all__ = [
     "amp_dtype",
@@ -101,7 +103,18 @@ def validate(cfg: ExperimentConfig) -> None:
     :class:`DatasetError`). The facts are the dataset's spec
     (:data:`~bdr_avalanche.benchmarks.specs.DATASETS`); and that the speed
     switches it sets explicitly are ones its method takes
-    (:func:`check_speed`). Raises :class:`ConfigError`."""
+    (:func:`check_speed`); and that the compatibility matrix allows the
+    method's plugins on its base
+    (:func:`~.composition.check_method`), and that a baseline sets neither
+    ``first_lr`` nor ``first_batch_size``. Raises :class:`ConfigError`."""
+    method = check_method(cfg)
+    first = [k for k in ("first_lr", "first_batch_size") if getattr(cfg, k) is not None]
+    if first and not method.ours:
+        raise ConfigError(
+            f"{' and '.join(first)} apply to the lucir base only; method="
+            f"{cfg.method!r} trains every experience with lr and batch_size: "
+            f"leave {' and '.join(first)} unset"
+        )
     check_speed(cfg)
     spec = DATASETS[cfg.dataset]
     try:
@@ -146,8 +159,9 @@ def check_speed(cfg: ExperimentConfig) -> None:
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
     }
+    base = parse_method(cfg.method).base
     for switch, on in asked.items():
-        reason = unsupported(cfg.method, switch) if on else None
+        reason = unsupported(base, switch) if on else None
         if reason is not None:
             value = cfg.amp if switch == "amp" else "true"
             raise ConfigError(
@@ -166,7 +180,7 @@ def build_batch_augment(
     use = (
         device.type == "cuda"
         and spec.fits_in_memory(cfg.in_memory)
-        and unsupported(cfg.method, "fast_input") is None
+        and unsupported(parse_method(cfg.method).base, "fast_input") is None
         if cfg.fast_input is None
         else cfg.fast_input
     )
@@ -193,7 +207,7 @@ def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None
     """The autocast dtype ``amp`` asks for (``auto``: bf16 on CUDA only,
     for a method that takes it)."""
     if cfg.amp == "auto":
-        takes = unsupported(cfg.method, "amp") is None
+        takes = unsupported(parse_method(cfg.method).base, "amp") is None
         return torch.bfloat16 if device.type == "cuda" and takes else None
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
 
@@ -229,8 +243,9 @@ def build_strategy(
     The records go as they are: the training keys
     (:class:`~bdr_avalanche.params.TrainingParams`), and ``cfg.lucir``,
     ``cfg.cwd`` and ``cfg.bdr`` for the plugins that the method has
-    (:data:`~.config.OUR_METHODS`); a baseline gets the record of its name
-    when the config has one (``cfg.der``)."""
+    (:mod:`bdr_avalanche.methods`); a baseline gets the record of its name
+    when the config has one (``cfg.der``) and the plugins of the method
+    (:func:`~.composition.baseline_plugins`)."""
     training = TrainingParams.take(cfg)
     speed = Speed(
         batch_augment=build_batch_augment(cfg, device),
@@ -238,27 +253,25 @@ def build_strategy(
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     )
-    if cfg.method not in OUR_METHODS:
+    method = parse_method(cfg.method)
+    if not method.ours:
         return make_baseline(
-            cfg.method,
+            method.base,
             backbone=backbone,
             num_classes=num_classes,
-            # first_lr and first_batch_size are our methods' only
-            training=dataclasses.replace(
-                training, first_lr=None, first_batch_size=None
-            ),
+            training=training,  # validate refused first_lr, first_batch_size
             device=device,
             evaluator=evaluator,
-            hparams=getattr(cfg, cfg.method) if cfg.method in GROUPS else None,
+            plugins=baseline_plugins(cfg),
+            hparams=getattr(cfg, method.base) if method.base in GROUPS else None,
             speed=speed,
         )
-    on = OUR_METHODS[cfg.method]
     return LUCIR(
         backbone=backbone,
         training=training,
         lucir=cfg.lucir,
-        cwd=cfg.cwd if "cwd" in on else False,
-        bdr=cfg.bdr if "bdr" in on else False,
+        cwd=cfg.cwd if method.has("cwd") else False,
+        bdr=cfg.bdr if method.has("bdr") else False,
         device=device,
         evaluator=evaluator,
         speed=speed,
@@ -271,16 +284,10 @@ def process_device(cfg: ExperimentConfig) -> torch.device:
     device = resolve_device(cfg.device)
     if not distributed.launched_by_torchrun():
         return device
-    if cfg.method not in OUR_METHODS:
-        raise ConfigError(
-            f"method={cfg.method!r} cannot run under torchrun; distributed "
-            f"training supports {', '.join(OUR_METHODS)}"
-        )
+    check_launch(cfg)
     try:
         device = distributed.init_from_env(device)
-        distributed.shard_size(cfg.batch_size, "batch_size")
-        if cfg.first_batch_size is not None:
-            distributed.shard_size(cfg.first_batch_size, "first_batch_size")
+        distributed.shard_size(cfg.batch_size, "batch_size")  # the group's size
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return device

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__, distributed
+from ..methods import parse_method
 from ..metrics import DiagnosticMetrics
 from ..protocol import IncrementalResults, make_evaluator, train_and_evaluate
 from ..strategy import LUCIR
@@ -55,7 +56,7 @@ from .checkpoint import (
     save_checkpoint,
     wrap_seed,
 )
-from .config import OUR_METHODS, ExperimentConfig
+from .config import ExperimentConfig
 from .factories import (
     build_backbone,
     build_benchmark,
@@ -64,6 +65,7 @@ from .factories import (
     process_device,
     validate,
 )
+from .first_epochs import NOT_SHARED, FirstEpochsCache
 from .interrupt import Interrupted, deferred
 from .loggers import RunLoggers
 from .report import run_summary, write_diagnostics, write_json, write_run
@@ -139,7 +141,7 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
         if folder is not None and checkpoint is None:
             fresh = True
             _start_afresh(folder, cfg)
-        if checkpoint is None and base is not None:
+        if checkpoint is None and base is not None and _ours(cfg):
             checkpoint = _reuse(base, len(benchmark.train_stream), cfg.name, progress)
         summary = _train(
             cfg, device, run_dir, backbone, benchmark, checkpoint, progress, base
@@ -217,6 +219,8 @@ def _train(
     try:
         session = _Session(cfg, device, run_dir, backbone, benchmark, loggers)
         session.progress, session.base = progress, base
+        if base is not None and not _ours(cfg):
+            session.share_first_epochs(base)
         results = session.restore(checkpoint) if checkpoint is not None else None
         workers = num_workers(
             cfg, device, getattr(session.strategy, "batch_augment", None) is not None
@@ -279,6 +283,8 @@ class _Session:
         self.base: BaseCache | None = None
         self.base_record: dict[str, Any] = {"reused": False, "cache": None}
         """``results.json``'s ``base_model`` (see the module)."""
+        self.first_epochs: FirstEpochsCache | None = None
+        """A baseline's shared first-experience epochs, if any."""
         self.clock = time.perf_counter()
         log.info(
             "%s: %s on %s (%d experiences, classes %s), %s, results in %s",
@@ -290,6 +296,12 @@ class _Session:
             device,
             run_dir,
         )
+
+    def share_first_epochs(self, base: BaseCache) -> None:
+        """A baseline: reuse or store its first experience's training epochs
+        (:class:`~.first_epochs.FirstEpochsCache`, after every plugin)."""
+        self.first_epochs = FirstEpochsCache(base, self.diagnostics)
+        self.strategy.plugins.append(self.first_epochs)
 
     def restore(self, checkpoint: dict[str, Any]) -> IncrementalResults:
         """Put the strategy, the metrics and the clock at the checkpoint;
@@ -355,6 +367,8 @@ class _Session:
         """The results record; rank 0 writes the results files (the
         checkpoint goes last) and sends them to wandb."""
         cfg = self.cfg
+        if self.first_epochs is not None:
+            self.base_record = dict(self.first_epochs.record)
         summary = {
             "name": cfg.name,
             "method": cfg.method,
@@ -386,13 +400,21 @@ class _Session:
 def _base_cache(
     cfg: ExperimentConfig, benchmark, device: torch.device
 ) -> BaseCache | None:
-    """The cache entry of the run's first experience: for our methods with
-    more than one experience, unless ``reuse_base`` is off."""
-    if not cfg.reuse_base or cfg.method not in OUR_METHODS:
+    """The cache entry of the run's first experience: for a stream of more
+    than one experience, unless ``reuse_base`` is off or the base does not
+    share it (:data:`~.first_epochs.NOT_SHARED`)."""
+    if not cfg.reuse_base or len(benchmark.train_stream) < 2:
         return None
-    if len(benchmark.train_stream) < 2:
+    base = parse_method(cfg.method).base
+    if base in NOT_SHARED:
+        log.info("%s: the first experience is trained: %s", cfg.name, NOT_SHARED[base])
         return None
     return BaseCache(BaseCache.folder(cfg), base_settings(cfg, benchmark, device))
+
+
+def _ours(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg``'s base is our LUCIR strategy."""
+    return parse_method(cfg.method).ours
 
 
 def _reuse(

@@ -257,12 +257,26 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Classes seen and history, as plain values (for a checkpoint)."""
-        return {
+        """Classes seen, history and, inside a training experience, its
+        epochs so far, as plain values (for a checkpoint, or for the shared
+        epochs of a first experience)."""
+        state = {
             "classes": self._classes.state_dict(),
             "history": [dict(h) for h in self.history],
         }
+        if self._current is not None:
+            state["current"] = {k: _copy(v) for k, v in self._current.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._classes.load_state_dict(state.get("classes", []))
         self.history = [dict(h) for h in state.get("history", [])]
+        current = state.get("current")
+        self._current = (
+            None if current is None else {k: _copy(v) for k, v in current.items()}
+        )
+
+
+def _copy(value: Any) -> Any:
+    """A list copied (a record's per-epoch values), other values as they are."""
+    return list(value) if isinstance(value, list) else value

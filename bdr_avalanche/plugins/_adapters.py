@@ -169,6 +169,13 @@ class StepRecorder(FeatureRecorder):
         self._recent.clear()
         self.calls = 0
 
+    def end_step(self) -> None:
+        """Drop the step's features, and with them its autograd graph: a
+        copy of the model (BiC's and LwF's teachers are deep copies) then
+        copies no tensor of a finished step."""
+        self.features = None
+        self.start_step()
+
     def detach(self) -> None:
         super().detach()
         self.start_step()

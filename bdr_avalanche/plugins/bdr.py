@@ -250,6 +250,9 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     def before_backward(self, strategy: SupervisedTemplate, **kwargs):
         self._adapter.before_backward(strategy)
 
+    def after_training_iteration(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.end_step()
+
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs):
         self._phase_start_due = False
         self._features.detach()

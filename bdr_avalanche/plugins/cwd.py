@@ -108,6 +108,9 @@ class CwDPlugin(SupervisedPlugin, supports_distributed=True):
         self.last_loss = loss.detach()
         strategy.loss += loss
 
+    def after_training_iteration(self, strategy: SupervisedTemplate, **kwargs):
+        self._features.end_step()
+
     def loss_terms(self) -> dict[str, Tensor]:
         """The last step's weighted term (``cwd``) while the term is
         added, for :class:`~bdr_avalanche.plugins.FiniteLossGuard`."""

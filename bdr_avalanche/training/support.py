@@ -51,11 +51,27 @@ UNSUPPORTED: Mapping[str, Mapping[str, str]] = MappingProxyType(
             "(DER.replay_loader) and appends them to every batch, so half of "
             "each batch would still go through per-image transforms",
         },
+        "er_ace": {
+            "fast_input": "ER-ACE draws its memory batches from a DataLoader "
+            "of its own inside training_epoch (ER_ACE.replay_loader, with "
+            "per-image transforms) and runs the model on them outside the "
+            "strategy's forward, so the memory half of every step would not "
+            "go through the fast input path",
+        },
+        "agem": {
+            "fast_input": "A-GEM draws its reference batches from a loader of "
+            "its own in before_training_iteration (AGEMPlugin.buffer_dliter, "
+            "with per-image transforms) and runs the model on them outside the "
+            "strategy's forward, so the reference gradients would not go "
+            "through the fast input path",
+        },
     }
 )
 """Baseline -> switch -> why that baseline cannot take it. Every switch
 not listed works: the fast input path for naive, replay, lwf and gdumb;
-autocast for all but bic; channels-last and compile for all."""
+autocast for all but bic (for er_ace and agem, the forward pass on the
+memory runs outside it, in float32); channels-last and compile for
+all."""
 
 
 def unsupported(method: str, switch: str) -> str | None:

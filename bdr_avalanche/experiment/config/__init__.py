@@ -26,11 +26,9 @@ from .files import MAX_CONFIG_BYTES, load_config
 from .messages import ConfigError
 from .schema import (
     BACKBONES,
-    BASELINE_METHODS,
     DATASETS,
     GROUPS,
     METHODS,
-    OUR_METHODS,
     RUNTIME_KEYS,
     ExperimentConfig,
     Key,
@@ -39,17 +37,16 @@ from .schema import (
     did_you_mean,
     flatten,
     nest,
+    parse_seeds,
 )
 from .text import parse_value
 
 __all__ = [
     "BACKBONES",
-    "BASELINE_METHODS",
     "DATASETS",
     "GROUPS",
     "MAX_CONFIG_BYTES",
     "METHODS",
-    "OUR_METHODS",
     "RUNTIME_KEYS",
     "ConfigError",
     "ExperimentConfig",
@@ -60,5 +57,6 @@ __all__ = [
     "flatten",
     "load_config",
     "nest",
+    "parse_seeds",
     "parse_value",
 ]

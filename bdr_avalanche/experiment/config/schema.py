@@ -17,17 +17,20 @@ import functools
 import os
 import typing
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from ...benchmarks.specs import DATASETS as DATASET_SPECS
 from ...benchmarks.specs import ICARL_SEED, help_texts
+from ...methods import ALIASES, BASELINES, BASES, PLUGINS, MethodError, parse_method
 from ...params import (
+    AGEMParams,
     BDRParams,
     BiCParams,
     CwDParams,
     DERParams,
+    ERACEParams,
     HParam,
     LUCIRParams,
     LwFParams,
@@ -41,11 +44,9 @@ from .types import check_type
 
 __all__ = [
     "BACKBONES",
-    "BASELINE_METHODS",
     "DATASETS",
     "GROUPS",
     "METHODS",
-    "OUR_METHODS",
     "RUNTIME_KEYS",
     "ExperimentConfig",
     "Key",
@@ -54,19 +55,14 @@ __all__ = [
     "did_you_mean",
     "flatten",
     "nest",
+    "parse_seeds",
     "unknown_keys",
 ]
 
-OUR_METHODS: dict[str, tuple[str, ...]] = {
-    "lucir": (),
-    "lucir_cwd": ("cwd",),
-    "lucir_cwd_bdr": ("cwd", "bdr"),
-}
-"""Our methods and the plugins, besides LUCIR's, that make them: the
-names of their records in the config (:data:`GROUPS`)."""
-
-BASELINE_METHODS = ("naive", "replay", "icarl", "lwf", "bic", "gdumb", "der")
-METHODS = (*OUR_METHODS, *BASELINE_METHODS)
+METHODS: tuple[str, ...] = ("lucir", "lucir_cwd", "lucir_cwd_bdr", *BASELINES)
+"""The methods ``compare`` runs by default: ours under their classic names,
+then every baseline (any composition of :mod:`bdr_avalanche.methods` may
+be given)."""
 DATASETS = tuple(DATASET_SPECS)
 BACKBONES = (
     "small_cnn",
@@ -87,7 +83,6 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 # that --help names.
 _SPECS = help_texts()
 _CHOICES = {
-    "method": METHODS,
     "dataset": DATASETS,
     "backbone": BACKBONES,
     "wandb_mode": WANDB_MODES,
@@ -97,8 +92,8 @@ _CHOICES = {
 
 def _methods_taking(switch: str) -> str:
     """Which methods take a speed switch, for its help text."""
-    left_out = [m for m in METHODS if m not in methods_taking(switch, METHODS)]
-    return "all methods but " + ", ".join(left_out) if left_out else "all methods"
+    left_out = [m for m in BASES if m not in methods_taking(switch, BASES)]
+    return "all bases but " + ", ".join(left_out) if left_out else "all methods"
 
 
 def _opt(
@@ -128,7 +123,12 @@ class ExperimentConfig(TrainingParams):
     method's hyper-parameters are a nested record (``bdr.m1``)."""
 
     # -- what to run
-    method: str = _opt("lucir_cwd_bdr", "method: " + ", ".join(METHODS))
+    method: str = _opt(
+        "lucir_cwd_bdr",
+        f"method: a base ({', '.join(BASES)}) plus any plugins "
+        f"({', '.join(PLUGINS)}) joined by '+', in any order, e.g. replay+bdr, "
+        f"der+cwd+bdr, lucir+cwd+bdr; {', '.join(ALIASES)} are aliases",
+    )
     name: str | None = _opt(
         None,
         "run name and results sub-folder; compare: the comparison's folder "
@@ -202,6 +202,8 @@ class ExperimentConfig(TrainingParams):
     lwf: LwFParams = _group(LwFParams, "the lwf baseline")
     bic: BiCParams = _group(BiCParams, "the bic baseline")
     der: DERParams = _group(DERParams, "the der baseline")
+    er_ace: ERACEParams = _group(ERACEParams, "the er_ace baseline")
+    agem: AGEMParams = _group(AGEMParams, "the agem baseline")
     # -- where and how
     device: str = _opt("auto", "auto (cuda if available), cpu, cuda or cuda:N")
     output_dir: str = _opt(
@@ -279,6 +281,10 @@ class ExperimentConfig(TrainingParams):
                 check_type(key, getattr(self, key), spec.hint)
         if self.name is not None:
             _check_name(self.name)
+        try:
+            parse_method(self.method)
+        except MethodError as err:
+            raise ConfigError(str(err)) from None
         for key, choices in _CHOICES.items():
             value = getattr(self, key)
             if value is not None and value not in choices:
@@ -520,12 +526,37 @@ def _check_name(name: str) -> None:
     )
 
 
-def comparison_name(cfg: ExperimentConfig) -> str:
-    """The folder name of a comparison of ``cfg``: its ``name``, else one
-    built from its stream and seed."""
+def comparison_name(cfg: ExperimentConfig, seeds: Sequence[int] = ()) -> str:
+    """The folder name of a comparison of ``cfg`` over ``seeds`` (default:
+    its ``seed``): its ``name``, else one built from its stream and the
+    seed (``compare_<stream>_seed<S>``) or seeds
+    (``compare_<stream>_seeds<S1>-<S2>``)."""
     if cfg.name is not None:
         return cfg.name
     base = cfg.resolved()
-    return (
-        f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases_seed{base.seed}"
-    )
+    stream = f"compare_{base.dataset}_b{base.n_base}_{base.n_phases}phases"
+    if len(seeds) > 1:
+        return f"{stream}_seeds{'-'.join(map(str, seeds))}"
+    return f"{stream}_seed{seeds[0] if seeds else base.seed}"
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """The seeds of ``compare --seeds`` (``"0,1,2"``); :class:`ConfigError`
+    for an empty list, a part that is not an integer or a seed given twice
+    (the range is the ``seed`` key's, checked with the config)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        seeds = tuple(int(part) for part in parts)
+    except ValueError:
+        seeds = ()
+    if not seeds:
+        raise ConfigError(
+            f"seeds={text!r} is not allowed; give comma-separated integer seeds, "
+            "e.g. 0,1,2"
+        )
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"seeds={text!r} lists seed {repeated[0]} twice; give each seed once"
+        )
+    return seeds
