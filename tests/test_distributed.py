@@ -6,6 +6,7 @@ save their results for the comparisons made here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import ddp_workers
@@ -19,6 +20,8 @@ from torch.testing import assert_close
 
 from bdr_avalanche import functional as fn
 from bdr_avalanche.distributed import shard_size
+from bdr_avalanche.experiment.config import ConfigError, ExperimentConfig
+from bdr_avalanche.experiment.launch import check_launch
 from bdr_avalanche.training.fast_input import DeviceBatchLoader
 
 WORLD = 2
@@ -201,3 +204,25 @@ def test_global_batch_must_split_over_processes(monkeypatch):
     assert shard_size(12) == 4
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         shard_size(128)
+
+
+@pytest.mark.parametrize(
+    ("command", "values", "message"),
+    [
+        ("compare", {}, "compare cannot run under torchrun"),
+        ("run", {"method": "replay+bdr"}, "method='replay+bdr' cannot run under"),
+        ("run", {"batch_size": 128}, "global batch_size 128 does not split over 3"),
+        ("run", {"first_batch_size": 64}, "first_batch_size 64 does not split over 3"),
+    ],
+)
+def test_a_launch_torchrun_cannot_run_is_refused_from_the_environment(
+    monkeypatch, command, values, message
+):
+    """Read from ``WORLD_SIZE`` (torch is not needed), before any import."""
+    cfg = ExperimentConfig(**{"batch_size": 12, **values})
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_launch(cfg, command)
+    check_launch(ExperimentConfig(batch_size=12, method="lucir+cwd"), "run")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_launch(cfg, command)  # one process: anything goes
