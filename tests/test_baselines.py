@@ -42,7 +42,6 @@ from bdr_avalanche.baselines.fixes import (
 from bdr_avalanche.baselines.registry import REGISTRY
 from bdr_avalanche.models import SmallCNN
 from bdr_avalanche.params import DERParams, LwFParams, TrainingParams
-from bdr_avalanche.plugins._adapters import Family, identify
 from bdr_avalanche.protocol import make_evaluator, train_and_evaluate
 
 MEM = 5  # per class, with 30 training samples per class
@@ -260,24 +259,6 @@ def test_agem_projects_the_gradients_of_a_channels_last_model():
     expected = g - (g @ ref) / (ref @ ref) * ref
     assert torch.allclose(projected, expected, atol=1e-6)
     assert abs(projected @ ref) < 1e-4
-
-
-FAMILIES = {
-    "naive": Family.NAIVE,
-    "replay": Family.NAIVE_REPLAY,
-    "icarl": Family.ICARL,
-    "lwf": Family.LWF,
-    "bic": Family.BIC,
-    "gdumb": Family.GDUMB,
-    "der": Family.DER_PP,
-    "er_ace": Family.ER_ACE,
-    "agem": Family.AGEM,
-}
-
-
-@pytest.mark.parametrize("name", BASELINES)
-def test_plugins_identify_the_family(name):
-    assert identify(_quick(name)) is FAMILIES[name]
 
 
 @pytest.mark.parametrize("name", ["lwf", "icarl"])

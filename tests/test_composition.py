@@ -76,8 +76,7 @@ CELLS = [(b, p) for b in BASES for p in PLUGINS if (b, p) != ("lucir", "lucir")]
 @pytest.mark.parametrize(("base", "plugin"), CELLS)
 def test_every_cell_of_the_matrix_in_both_orders(base, plugin):
     support = COMPATIBILITY[FAMILY[base]][PLUGINS[plugin]]
-    # LUCIR's losses need a cosine head, which only the lucir base has
-    allowed = support.works and (plugin != "lucir" or base == "lucir")
+    allowed = support.works
     for text in (f"{base}+{plugin}", f"{plugin}+{base}"):
         cfg = ExperimentConfig(method=text)
         if allowed:
@@ -87,7 +86,7 @@ def test_every_cell_of_the_matrix_in_both_orders(base, plugin):
             check_method(cfg)
         message = str(err.value)
         assert "\n" not in message and repr(text) in message
-        assert (support.note if not support.works else "cosine head") in message
+        assert support.note in message
 
 
 def test_der_with_beta_0_is_plain_der_and_refuses_bdr():
@@ -182,3 +181,17 @@ def test_cwd_and_a_baselines_own_settings_train_their_own_first_experience(
     ]:
         record = _run(tmp_path, name, method, **overrides)["base_model"]
         assert record["reused"] is False and record["cache"] != first, name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("base", ["replay", "er_ace"])
+def test_lucirs_plugin_gives_a_baseline_a_cosine_head(tmp_path, base):
+    """``base+lucir+bdr`` trains a cosine head (its first experience is
+    its own, not ``base``'s) with LUCIR's losses and BDR."""
+    plain = _run(tmp_path, "plain", base)["base_model"]
+    lucir = _run(tmp_path, "lucir", f"{base}+lucir+bdr")
+    assert lucir["base_model"]["cache"] != plain["cache"]
+    assert len(lucir["accuracy_matrix"]) == 2
+    weights = _weights(tmp_path, "lucir")
+    assert "classifier.sigma" in weights
+    assert "classifier.sigma" not in _weights(tmp_path, "plain")

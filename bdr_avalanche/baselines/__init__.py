@@ -31,7 +31,7 @@ from .._checks import check_positive_int
 from ..params import Params, TrainingParams
 from ..training.speed import Speed
 from .memory import MEMORY_MATCHING, GrowingMemoryBudget, exemplars_per_class
-from .registry import REGISTRY, Baseline, Schedule, Setup
+from .registry import COSINE_HEAD, REGISTRY, Baseline, Schedule, Setup
 
 __all__ = [
     "BASELINES",
@@ -68,6 +68,7 @@ def make_baseline(
     plugins: Sequence[BasePlugin] = (),
     hparams: Params | Mapping[str, Any] | None = None,
     speed: Speed | None = None,
+    cosine_head: bool = False,
 ) -> SupervisedTemplate:
     """One of Avalanche's strategies, set up like :class:`~bdr_avalanche.LUCIR`.
 
@@ -96,6 +97,11 @@ def make_baseline(
         with :class:`~bdr_avalanche.training.SpeedMixin`. A switch the
         baseline cannot take raises ``ValueError`` with the reason
         (:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
+    :param cosine_head: a growing cosine classifier instead of the linear
+        one, as :class:`~bdr_avalanche.LUCIRPlugin` needs (its ``head_layer``
+        is ``classifier``); for the baselines of
+        :data:`~bdr_avalanche.baselines.registry.COSINE_HEAD` only
+        (``ValueError`` for another).
     :return: the strategy; train it with e.g.
         :func:`bdr_avalanche.protocol.train_and_evaluate`.
     """
@@ -110,6 +116,7 @@ def make_baseline(
         strategy_args=_strategy_args(training, device, evaluator),
         extra_plugins=tuple(plugins),
         speed=baseline.check_speed(speed or Speed()),
+        cosine_head=_cosine_head(name, cosine_head),
     )
     if hasattr(backbone, "last_relu"):
         backbone.last_relu = True
@@ -147,6 +154,17 @@ def _baseline(name: str, backbone: nn.Module) -> Baseline:
             "of its features (see bdr_avalanche.models)"
         )
     return REGISTRY[name]
+
+
+def _cosine_head(name: str, cosine_head: bool) -> bool:
+    """``cosine_head``; ``ValueError`` for a baseline whose head is not the
+    growing classifier (iCaRL's, DER's)."""
+    if cosine_head and name not in COSINE_HEAD:
+        raise ValueError(
+            f"baseline {name!r} cannot take a cosine head; the baselines with "
+            f"a growing head can: {', '.join(sorted(COSINE_HEAD))}"
+        )
+    return bool(cosine_head)
 
 
 def _training(name: str, training: TrainingParams | None) -> TrainingParams:

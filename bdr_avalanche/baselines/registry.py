@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import MultiStepLR
 
+from ..models.cosine import CosineIncrementalClassifier
 from ..params import (
     AGEMParams,
     BiCParams,
@@ -71,6 +72,7 @@ from .memory import GrowingMemoryBudget, _BudgetFirstBuffer, _ClassBalancedAGEMP
 from .templates import with_speed
 
 __all__ = [
+    "COSINE_HEAD",
     "REGISTRY",
     "Baseline",
     "Schedule",
@@ -156,6 +158,11 @@ class Setup:
     """The caller's plugins, run after the baseline's own."""
     speed: Speed = Speed()
     """The speed switches (checked against the baseline's support)."""
+    cosine_head: bool = False
+    """A growing cosine classifier
+    (:class:`~bdr_avalanche.models.CosineIncrementalClassifier`) instead of
+    the linear ``IncrementalClassifier``, for LUCIR's plugin (the baselines
+    built with a growing head only: :data:`COSINE_HEAD`)."""
 
     @property
     def out_dim(self) -> int:
@@ -276,9 +283,18 @@ class _Net(nn.Module):
         return self.classifier(self.backbone(x))
 
 
+COSINE_HEAD = frozenset({"naive", "replay", "lwf", "bic", "gdumb", "er_ace", "agem"})
+"""The baselines whose head is the growing classifier of :func:`_growing_net`,
+which :attr:`Setup.cosine_head` can make a cosine one."""
+
+
 def _growing_net(setup: Setup) -> _Net:
-    """The backbone with an ``IncrementalClassifier``: one output per class
-    seen so far, so that the argmax ranges over those only."""
+    """The backbone with an ``IncrementalClassifier`` (or, with
+    :attr:`Setup.cosine_head`, a ``CosineIncrementalClassifier``): one
+    output per class seen so far, so that the argmax ranges over those
+    only."""
+    if setup.cosine_head:
+        return _Net(setup.backbone, CosineIncrementalClassifier(setup.out_dim))
     return _Net(setup.backbone, IncrementalClassifier(setup.out_dim))
 
 

@@ -240,6 +240,8 @@ def _method_settings(cfg: ExperimentConfig) -> dict[str, Any]:
         "base_params": dataclasses.asdict(getattr(cfg, method.base)) if own else None,
         "cwd": cwd,
         "cwd_params": dataclasses.asdict(cfg.cwd) if cwd else None,
+        # a baseline with LUCIR's plugin has a cosine head from the start
+        "cosine_head": method.has("lucir"),
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from avalanche.core import SupervisedPlugin
 
 from ..methods import PLUGINS, Method, parse_method
-from ..plugins import BDRPlugin, CwDPlugin
+from ..plugins import BDRPlugin, CwDPlugin, LUCIRPlugin
 from ..plugins.compat import COMPATIBILITY, Family
 from .config import ConfigError, ExperimentConfig
 
@@ -54,9 +54,7 @@ def family(cfg: ExperimentConfig) -> Family:
 def check_method(cfg: ExperimentConfig) -> Method:
     """The method of ``cfg``, or :class:`ConfigError` in one line when the
     compatibility matrix refuses one of its plugins for its base (with the
-    matrix's reason), or when LUCIR's plugin is added to a baseline, whose
-    head is linear (LUCIR's losses need a cosine head: the ``lucir`` base
-    has one)."""
+    matrix's reason)."""
     method = parse_method(cfg.method)
     where = family(cfg)
     for plugin in method.plugins:
@@ -66,18 +64,13 @@ def check_method(cfg: ExperimentConfig) -> Method:
                 f"method {cfg.method!r}: {PLUGINS[plugin]} does not apply to "
                 f"{method.base} ({where.value}): {support.note}"
             )
-    if method.has("lucir"):
-        raise ConfigError(
-            f"method {cfg.method!r}: LUCIRPlugin needs a cosine head, and the "
-            f"{method.base} baseline's head is linear; use the lucir base "
-            "(lucir, lucir+cwd, lucir+cwd+bdr)"
-        )
     return method
 
 
 def baseline_plugins(cfg: ExperimentConfig) -> list[SupervisedPlugin]:
     """The plugins of ``cfg``'s method that a baseline gets, built from the
-    config's records: CwD, then BDR."""
+    config's records: CwD, BDR, then LUCIR's (whose baseline then has a
+    cosine head: :func:`~.factories.build_strategy`)."""
     method = check_method(cfg)
     layer = _FEATURES.get(method.base, "backbone")
     plugins: list[SupervisedPlugin] = []
@@ -85,4 +78,8 @@ def baseline_plugins(cfg: ExperimentConfig) -> list[SupervisedPlugin]:
         plugins.append(CwDPlugin(cfg.cwd, feature_layer=layer))
     if method.has("bdr"):
         plugins.append(BDRPlugin(cfg.bdr, feature_layer=layer))
+    if method.has("lucir"):
+        plugins.append(
+            LUCIRPlugin(cfg.lucir, feature_layer=layer, head_layer="classifier")
+        )
     return plugins

@@ -265,6 +265,7 @@ def build_strategy(
             plugins=baseline_plugins(cfg),
             hparams=getattr(cfg, method.base) if method.base in GROUPS else None,
             speed=speed,
+            cosine_head=method.has("lucir"),  # LUCIR's plugin needs one
         )
     return LUCIR(
         backbone=backbone,

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..methods import parse_method  # noqa: E402
 from ._atomic import atomic_write, write_text  # noqa: E402
-from .report import SUMMARY_COLUMNS  # noqa: E402
+from .report import SUMMARY_COLUMNS, _save_figure  # noqa: E402
 
 __all__ = [
     "DIFFERENCES",
@@ -298,11 +298,7 @@ def plot_paired(
     note = _seeds_note(list(by_seed)).rstrip(".")
     fig.suptitle(f"{title}\n{note}" if title else note, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_write(path, "wb") as file:
-            fig.savefig(file, format="png", dpi=120)
-    finally:
-        plt.close(fig)
+    _save_figure(fig, path)
 
 
 def write_paired_differences(
