@@ -13,6 +13,7 @@ import torch
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
 from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.plugins import SupervisedPlugin
 from helpers import ARRIVAL, make_benchmark, make_tiny_lucir, shuffled_benchmark
 from probe import Probe
 from reference.formulas import ref_gradient_share
@@ -506,3 +507,62 @@ def test_resume_keeps_the_diagnostics(comparison, tmp_path, monkeypatch):
     resumed = run_experiment(sub)
     assert resumed["memory_gradient_share"] == [[], full["memory_gradient_share"][1]]
     assert resumed["last_layer"] == full["last_layer"][1:]
+
+
+class _ACEBatches(SupervisedPlugin):
+    """Records ER-ACE's two batches of every step after the first experience."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[torch.Tensor, ...]] = []
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if strategy.replay_loader is not None:
+            self.steps.append(
+                tuple(
+                    t.detach().clone()
+                    for t in (
+                        strategy.mb_output,
+                        strategy.mb_y,
+                        strategy.mb_buffer_out,
+                        strategy.mb_buffer_y,
+                    )
+                )
+            )
+
+
+def test_gradient_share_of_er_ace_counts_both_of_its_cross_entropies():
+    """ER-ACE's new batch enters a cross-entropy over its own classes, its
+    memory batch (a forward pass of its own) one over all outputs: the
+    metric's epoch value is the reference share of both, in float64."""
+    RNGManager.set_random_seeds(0)
+    benchmark = make_benchmark(num_classes=4, per_exp=2)
+    metric = MemoryGradShare()
+    batches = _ACEBatches()
+    strategy = make_baseline(
+        "er_ace",
+        backbone=SmallCNN(in_channels=3, width=8),
+        num_classes=4,
+        training=TrainingParams(mem_per_class=5, batch_size=10, epochs=1),
+        device="cpu",
+        evaluator=make_evaluator([], [metric]),
+        plugins=[batches],
+    )
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    assert batches.steps  # the memory batch was drawn
+    old = {int(c) for c in benchmark.train_stream[0].classes_in_this_experience}
+    memory_mass = total_mass = 0.0
+    for out, y, buffer_out, buffer_y in batches.steps:
+        current = sorted({int(c) for c in y})
+        m, t = ref_gradient_share(
+            out[:, current], [current.index(int(c)) for c in y], [False] * len(y)
+        )
+        memory_mass, total_mass = memory_mass + m, total_mass + t
+        m, t = ref_gradient_share(
+            buffer_out, buffer_y, [int(c) in old for c in buffer_y]
+        )
+        memory_mass, total_mass = memory_mass + m, total_mass + t
+    (epoch,) = metric.history[1]["gradient_share"]
+    assert 0.0 < epoch < 1.0
+    assert epoch == pytest.approx(memory_mass / total_mass, rel=1e-5)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from avalanche.evaluation import GenericPluginMetric
 from avalanche.evaluation.metric_results import MetricResult
+from avalanche.training.supervised import ER_ACE
 from torch import Tensor
 
 from ..distributed import sum_over_ranks
@@ -186,6 +187,12 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
     earlier training experience (in class-incremental replay every
     old-class sample is one); the value is 0 in the first experience.
 
+    ER-ACE runs its memory batch through a forward pass of its own and
+    averages two cross-entropies: the new batch's over the classes present
+    in it, the memory batch's over all; both batches are added, each with
+    the softmax its cross-entropy takes (with ``batch_size_mem`` equal to
+    the batch size, every sample weighs the same in the loss).
+
     The formula is the gradient of one cross-entropy over the whole batch;
     for a strategy whose loss weighs memory samples differently (DER's
     ``beta``) or is not a softmax cross-entropy (iCaRL's binary
@@ -235,7 +242,27 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
         assert self._memory_classes is not None
         output = strategy.mb_output
         prior = current_prior(self._bdr, output.shape[1], self.use_prior)
+        if isinstance(strategy, ER_ACE) and strategy.replay_loader is not None:
+            self._update_ace(strategy, prior)
+            return
         self._metric.update(output, strategy.mb_y, self._memory_classes, prior)
+
+    def _update_ace(self, strategy: ER_ACE, prior: Tensor | None) -> None:
+        """ER-ACE's two cross-entropies, averaged: the new batch's over the
+        classes present in it (asymmetric: no old-class logit), the memory
+        batch's (``mb_buffer_out``, a separate forward pass) over all."""
+        targets = strategy.mb_y
+        current = torch.unique(targets)
+        position = torch.searchsorted(current, targets)
+        self._metric.update(
+            strategy.mb_output[:, current],
+            position,
+            current.new_empty(0),  # the new batch holds no memory sample
+            None if prior is None else prior[current],
+        )
+        self._metric.update(
+            strategy.mb_buffer_out, strategy.mb_buffer_y, self._memory_classes, prior
+        )
 
     def after_training_epoch(self, strategy: SupervisedTemplate) -> MetricResult:
         self._metric.sum_over_processes(strategy.device)
