@@ -97,11 +97,9 @@ def make_baseline(
         with :class:`~bdr_avalanche.training.SpeedMixin`. A switch the
         baseline cannot take raises ``ValueError`` with the reason
         (:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
-    :param cosine_head: a growing cosine classifier instead of the linear
-        one, as :class:`~bdr_avalanche.LUCIRPlugin` needs (its ``head_layer``
-        is ``classifier``); for the baselines of
-        :data:`~bdr_avalanche.baselines.registry.COSINE_HEAD` only
-        (``ValueError`` for another).
+    :param cosine_head: a growing cosine head (``classifier``), as
+        :class:`~bdr_avalanche.LUCIRPlugin` needs; ``ValueError`` for a
+        baseline not in :data:`~.registry.COSINE_HEAD`.
     :return: the strategy; train it with e.g.
         :func:`bdr_avalanche.protocol.train_and_evaluate`.
     """
