@@ -88,20 +88,16 @@ def make_baseline(
         are LUCIR's only: set, they raise ``ValueError``.
     :param evaluator: Avalanche's default evaluator if ``None``.
     :param plugins: extra plugins, run after the baseline's own.
-    :param hparams: the baseline's own hyper-parameters: its record (e.g.
-        ``LwFParams(alpha=2)``) or a mapping of its fields (see
-        :data:`DEFAULT_HPARAMS`); an unknown key or a value out of range
-        raises ``ValueError``.
-    :param speed: the speed switches (:class:`~bdr_avalanche.training.Speed`),
-        as ``LUCIR`` takes them: the strategy is then the Avalanche class
-        with :class:`~bdr_avalanche.training.SpeedMixin`. A switch the
-        baseline cannot take raises ``ValueError`` with the reason
-        (:data:`~bdr_avalanche.training.support.UNSUPPORTED`).
+    :param hparams: the baseline's own hyper-parameters: its record
+        (``LwFParams(alpha=2)``) or a mapping of its fields
+        (:data:`DEFAULT_HPARAMS`); a bad key or value raises ``ValueError``.
+    :param speed: the speed switches, as ``LUCIR`` takes them (the Avalanche
+        class with :class:`~bdr_avalanche.training.SpeedMixin`); one the
+        baseline cannot take raises ``ValueError`` with the reason.
     :param cosine_head: a growing cosine head (``classifier``), as
         :class:`~bdr_avalanche.LUCIRPlugin` needs; ``ValueError`` for a
         baseline not in :data:`~.registry.COSINE_HEAD`.
-    :return: the strategy; train it with e.g.
-        :func:`bdr_avalanche.protocol.train_and_evaluate`.
+    :return: the strategy (train it with e.g. ``protocol.train_and_evaluate``).
     """
     baseline = _baseline(name, backbone)
     own = baseline.check_hparams(hparams)
@@ -119,9 +115,8 @@ def make_baseline(
     if hasattr(backbone, "last_relu"):
         backbone.last_relu = True
     setup.speed.compile_backbone(backbone)
-    strategy = baseline.build(setup, own)
     logger.info("baseline %s: %s", name, MEMORY_MATCHING[name])
-    return strategy
+    return baseline.build(setup, own)
 
 
 def _strategy_args(
