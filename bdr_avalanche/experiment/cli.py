@@ -48,6 +48,8 @@ _IMPORT_WARNINGS = (
 EXAMPLES = """\
 examples:
   bdr-avalanche run                       # digits, LUCIR+CwD+BDR, on a CPU
+  bdr-avalanche run --method replay+bdr   # Avalanche's Replay with BDR
+  bdr-avalanche compare --methods replay,replay+bdr,er_ace,er_ace+bdr --seeds 0,1,2
   bdr-avalanche run -c experiments/configs/cifar100/b50_5phases_lucir_cwd_bdr.yaml \\
       --dataset_root data/cifar100 --download
   bdr-avalanche compare -c experiments/configs/tiny_imagenet_cpu.yaml \\
