@@ -288,7 +288,6 @@ def process_device(cfg: ExperimentConfig) -> torch.device:
     check_launch(cfg)
     try:
         device = distributed.init_from_env(device)
-        distributed.shard_size(cfg.batch_size, "batch_size")  # the group's size
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return device

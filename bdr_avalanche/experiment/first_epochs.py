@@ -65,7 +65,6 @@ class FirstEpochsCache(SupervisedPlugin):
         """``results.json``'s ``base_model``: whether the epochs were reused,
         the entry read or written, and the training time stored with it."""
         self._epochs_asked: int | None = None
-        self._epochs_done = 0
         self._start = 0.0
 
     @staticmethod
@@ -77,7 +76,7 @@ class FirstEpochsCache(SupervisedPlugin):
         epochs when there are some."""
         if not self._first(strategy):
             return
-        self._start, self._epochs_done = time.perf_counter(), 0
+        self._start = time.perf_counter()
         state = self.cache.load_entry()
         if state is None:
             return
@@ -96,8 +95,8 @@ class FirstEpochsCache(SupervisedPlugin):
         """After the first experience's last epoch: store the state."""
         if not self._first(strategy):
             return
-        self._epochs_done += 1
-        if self._epochs_done < strategy.train_epochs:
+        # the clock, an earlier plugin, has counted this epoch
+        if strategy.clock.train_exp_epochs < strategy.train_epochs:
             return
         model = {k: v.detach().cpu() for k, v in strategy.model.state_dict().items()}
         state = {

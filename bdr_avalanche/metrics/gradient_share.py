@@ -249,16 +249,17 @@ class MemoryGradShare(GenericPluginMetric[float, GradientShareAccumulator]):
 
     def _update_ace(self, strategy: ER_ACE, prior: Tensor | None) -> None:
         """ER-ACE's two cross-entropies, averaged: the new batch's over the
-        classes present in it (asymmetric: no old-class logit), the memory
-        batch's (``mb_buffer_out``, a separate forward pass) over all."""
-        targets = strategy.mb_y
-        current = torch.unique(targets)
-        position = torch.searchsorted(current, targets)
+        classes present in it (asymmetric: the other logits are masked out,
+        on the device), the memory batch's (``mb_buffer_out``, a separate
+        forward pass) over all."""
+        output, targets = strategy.mb_output, strategy.mb_y
+        present = torch.zeros(output.shape[1], dtype=torch.bool, device=output.device)
+        present[targets] = True
         self._metric.update(
-            strategy.mb_output[:, current],
-            position,
-            current.new_empty(0),  # the new batch holds no memory sample
-            None if prior is None else prior[current],
+            output.detach().float().masked_fill(~present, float("-inf")),
+            targets,
+            self._memory_classes,  # the new batch holds no memory sample
+            prior,
         )
         self._metric.update(
             strategy.mb_buffer_out, strategy.mb_buffer_y, self._memory_classes, prior
