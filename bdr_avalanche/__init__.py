@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _quiet_imports
+
 if TYPE_CHECKING:
     from . import functional, models
     from .plugins import BDRPlugin, ConcatReplayPlugin, CwDPlugin, LUCIRPlugin
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_quiet_imports.install()
 
 # The names above are imported on first use (PEP 562), so that importing a
 # light submodule (the command line's parser, the config) does not import

@@ -1,5 +1,5 @@
 """Compute saved by sharing first-experience models, for the README's
-CIFAR-100 paper-table loop (``b50_*phases_*.yaml`` x 3 seeds).
+CIFAR-100 paper-table loop (the presets ``cifar100/b50_*phases_*`` x 3 seeds).
 
 Counts training sample-passes (images x epochs) per experience, the
 compute measure that does not depend on the machine: the first experience
@@ -15,15 +15,14 @@ not train it. Usage::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from bdr_avalanche.benchmarks._common import class_order
 from bdr_avalanche.experiment.base_cache import BaseCache, first_experience_settings
-from bdr_avalanche.experiment.config import load_config
+from bdr_avalanche.experiment.config import load_config, preset_names
 
-PRESETS = Path(__file__).parent / "configs" / "cifar100"
+PRESETS = [n for n in preset_names() if n.startswith("cifar100/b50_")]
 IMAGES_PER_CLASS = 500  # CIFAR-100's training images per class
 TEST_IMAGES_PER_CLASS = 100
 
@@ -35,7 +34,7 @@ def main() -> None:
     seen: set[str] = set()
     total = saved = 0
     print(f"{'run':48s} {'first exp.':>12s} {'all exps.':>12s}  first experience")
-    for preset in sorted(PRESETS.glob("b50_*phases_*.yaml")):
+    for preset in PRESETS:
         for seed in args.seeds:
             cfg = load_config([preset], {"seed": seed}).resolved()
             increment = (100 - cfg.n_base) // cfg.n_phases
@@ -58,8 +57,9 @@ def main() -> None:
             seen.add(key)
             total += sum(passes)
             saved += passes[0] if reused else 0
+            run = f"{preset.removeprefix('cifar100/')}_seed{seed}"
             print(
-                f"{preset.stem + f'_seed{seed}':48s} {passes[0] / 1e6:10.1f} M "
+                f"{run:48s} {passes[0] / 1e6:10.1f} M "
                 f"{sum(passes) / 1e6:10.1f} M  {'reused' if reused else 'trained'}"
             )
     print(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bdr_avalanche.experiment.cli import build_parser, main
@@ -14,8 +12,6 @@ from bdr_avalanche.experiment.config import (
     load_config,
     parse_value,
 )
-
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
 def test_defaults_resolve_per_dataset():
@@ -92,34 +88,6 @@ def test_parse_value():
     assert parse_value("der.batch_size_mem", "") is None
     with pytest.raises(ConfigError, match="did you mean 'bdr.momentum'"):
         parse_value("bdr_momentum", "0.9")
-
-
-def test_every_preset_loads_and_validates():
-    presets = sorted(CONFIGS.rglob("*.yaml"))
-    assert len(presets) >= 9 * 3
-    for preset in presets:
-        cfg = load_config([preset]).resolved()
-        assert cfg.name
-    bdr = load_config([CONFIGS / "cifar100" / "b50_10phases_lucir_cwd_bdr.yaml"])
-    assert (bdr.method, bdr.n_base, bdr.n_phases, bdr.epochs) == (
-        "lucir_cwd_bdr",
-        50,
-        10,
-        160,
-    )
-    assert (bdr.milestones, bdr.lr, bdr.mem_per_class, bdr.bdr.m1) == (
-        [80, 120],
-        0.1,
-        20,
-        0.8,
-    )
-    subset = load_config([CONFIGS / "imagenet_subset" / "b50_25phases_lucir.yaml"])
-    assert (subset.dataset, subset.lucir.lambda_base, subset.n_phases) == (
-        "imagefolder",
-        10.0,
-        25,
-    )
-    assert subset.lucir.margin == 0.5  # the other fields are inherited
 
 
 def test_records_nest_and_inherit_field_by_field(tmp_path):

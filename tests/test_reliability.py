@@ -475,9 +475,9 @@ sys.exit(status)
     "verb, kind, options, folder",
     [
         ("run", "run", ["--name", "r"], "r"),
-        ("run", "run", [], "digits_b4_3phases_lucir_cwd_bdr_seed1993"),
+        ("run", "run", [], "digits_b4_3phases_lucir_cwd_bdr_seed0"),
         ("compare", "compare", ["--name", "c"], "c"),
-        ("compare", "compare", [], "compare_digits_b4_3phases_seed1993"),
+        ("compare", "compare", [], "compare_digits_b4_3phases_seed0"),
     ],
     ids=["run", "run_default_name", "compare", "compare_default_name"],
 )

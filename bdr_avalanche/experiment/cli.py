@@ -1,8 +1,11 @@
-"""Command line: ``bdr-avalanche run`` and ``bdr-avalanche compare``.
+"""Command line: ``bdr-avalanche run``, ``compare`` and ``presets``.
 
-Both read YAML config files (``-c``, later files win) and then options; the
-options are generated from :class:`~bdr_avalanche.experiment.config.ExperimentConfig`,
-so every config key is also an option (``--dataset_root`` or
+``run`` and ``compare`` read YAML config files (``-c``, later files win; a
+path, or a preset's name, which ``bdr-avalanche presets`` lists; without
+``-c``, on the digits dataset, the ``digits`` preset) and then options; the
+options are generated from
+:class:`~bdr_avalanche.experiment.config.ExperimentConfig`, so every config
+key is also an option (``--dataset_root`` or
 ``--dataset-root``) and ``--help`` lists them all with their defaults and
 ranges. The training keys are top-level (``--lr 0.05``); a method's own
 hyper-parameters are dotted keys, the fields of its record in
@@ -35,25 +38,16 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-_IMPORT_WARNINGS = (
-    # qpsolvers (imported by Avalanche's GEM plugin) imports jaxopt for one of
-    # its solvers, and jaxopt warns on import that it is unmaintained
-    ("JAXopt is no longer maintained", DeprecationWarning, "jaxopt"),
-    # qpsolvers without any solver installed (only GEM needs one)
-    ("no QP solver found", UserWarning, "qpsolvers"),
-)
-"""Warnings that importing Avalanche triggers in packages we do not use:
-(message, category, module), filtered by :func:`main` only."""
-
 EXAMPLES = """\
 examples:
-  bdr-avalanche run                       # digits, LUCIR+CwD+BDR, on a CPU
+  bdr-avalanche presets                   # the presets that -c takes by name
+  bdr-avalanche run                       # digits preset: LUCIR+CwD+BDR, CPU minutes
   bdr-avalanche run --method replay+bdr   # Avalanche's Replay with BDR
   bdr-avalanche compare --methods replay,replay+bdr,er_ace,er_ace+bdr --seeds 0,1,2
-  bdr-avalanche run -c experiments/configs/cifar100/b50_5phases_lucir_cwd_bdr.yaml \\
+  bdr-avalanche run -c cifar100/b50_5phases_lucir_cwd_bdr \\
       --dataset_root data/cifar100 --download
-  bdr-avalanche compare -c experiments/configs/tiny_imagenet_cpu.yaml \\
-      --dataset_root ../shared/data/tiny-imagenet-100.zip --methods lucir,naive
+  bdr-avalanche compare -c tiny_imagenet_cpu \\
+      --dataset_root tiny-imagenet-100.zip --methods lucir,naive
 """
 
 
@@ -62,14 +56,20 @@ configuration keys:
   The training keys are top-level (--epochs 2, --lr 0.05; YAML: "lr: 0.05").
   A method's own hyper-parameters are dotted: --bdr.m1 0.6, --cwd.coef 0.3,
   --lucir.lambda_base 10, --der.alpha 0.2 (YAML: "bdr: {m1: 0.6}", or the
-  dotted key "bdr.m1: 0.6"). Options override the config files.
+  dotted key "bdr.m1: 0.6"). Options override the config files. A key's
+  default is its value where no config file sets it; without -c, the digits
+  dataset reads the digits preset, which sets some of them ("digits without -c").
 """
 
 
-def _help(spec: Key) -> str:
-    """An option's help: the key's text, its default and its range."""
+def _help(spec: Key, preset: object = None) -> str:
+    """An option's help: the key's text, its default, the value that the
+    default preset gives it where that differs (``preset``; ``None``: the
+    same) and its range."""
     hp = spec.hparam
     notes = [] if hp.default is None else [f"default: {hp.default!r}"]  # see help
+    if preset is not None:
+        notes.append(f"digits without -c: {preset!r}")
     if hp.bound is not None:
         notes.append(f"must be {hp.bound}")
     return f"{hp.help} [{'; '.join(notes)}]" if notes else hp.help
@@ -82,6 +82,8 @@ def _add_config_options(
     top-level keys in one group, each method's record in a group of its
     own (``--bdr.m1``)."""
     from .config import GROUPS, ExperimentConfig, config_keys
+
+    by_preset = _default_preset_values()
 
     groups = {
         None: parser.add_argument_group(
@@ -110,8 +112,20 @@ def _add_config_options(
             nargs="?" if boolean else None,
             const="true" if boolean else None,
             default=argparse.SUPPRESS,
-            help=_help(spec),
+            help=_help(spec, by_preset.get(key)),
         )
+
+
+def _default_preset_values() -> dict[str, object]:
+    """The keys to which the digits dataset's preset, read without ``-c``,
+    gives a value other than their default, with that value."""
+    from .config import ExperimentConfig, default_files, read_file
+
+    defaults = ExperimentConfig().flat()
+    values: dict[str, object] = {}
+    for file in default_files("digits"):
+        values.update(read_file(file))
+    return {key: value for key, value in values.items() if defaults[key] != value}
 
 
 LINE_LIMIT = 900
@@ -194,35 +208,45 @@ def build_parser() -> argparse.ArgumentParser:
             "run several methods on the same stream; write a table and figures",
         ),
     ):
-        sub = commands.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=KEYS + EXAMPLES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument(
-            "-c",
-            "--config",
-            action="append",
-            default=[],
-            metavar="FILE",
-            help="YAML config file; repeat to merge several (later ones win)",
-        )
-        sub.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="delete the results folder and start again (without it, an "
-            "unfinished run resumes from its checkpoint and a finished one is kept)",
-        )
-        sub.add_argument(
-            "-v", "--verbose", action="store_true", help="debug-level logging"
-        )
-        if name == "compare":
-            _add_compare_options(sub)
-        # compare sets `method` itself, and its `name` is the comparison's
-        _add_config_options(sub, skip=("method",) if name == "compare" else ())
+        _add_command(commands, name, text)
+    text = "list the presets, the config files that -c takes by name"
+    commands.add_parser("presets", help=text, description=text)
     return parser
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[_Parser], name: str, text: str
+) -> None:
+    """The sub-command ``run`` or ``compare`` and its options."""
+    sub = commands.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=KEYS + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE|PRESET",
+        help="a YAML config file, or a preset's name (bdr-avalanche presets lists "
+        "them: digits, cifar100/b50_5phases_lucir_cwd_bdr, ...); a path that "
+        "exists is read as a path; repeat to merge several (later ones win) "
+        "[default: for the digits dataset, the digits preset; else none]",
+    )
+    sub.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the results folder and start again (without it, an "
+        "unfinished run resumes from its checkpoint and a finished one is kept)",
+    )
+    sub.add_argument("-v", "--verbose", action="store_true", help="debug-level logging")
+    if name == "compare":
+        _add_compare_options(sub)
+    # compare sets `method` itself, and its `name` is the comparison's
+    _add_config_options(sub, skip=("method",) if name == "compare" else ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,17 +275,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    for message, category, module in _IMPORT_WARNINGS:
-        warnings.filterwarnings("ignore", message, category, module)
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    command, files = args.pop("command"), args.pop("config")
+    command = args.pop("command")
+    if command == "presets":
+        sys.stdout.write(_presets_table())
+        return 0
+    files = args.pop("config")
     overwrite, verbose = args.pop("overwrite"), args.pop("verbose")
     methods, seeds = args.pop("methods", None), args.pop("seeds", None)
     _set_up_logging(verbose)
     from .config import (
         ConfigError,
         comparison_name,
+        config_keys,
+        default_files,
         load_config,
         parse_seeds,
         parse_value,
@@ -271,6 +299,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         overrides = {key: parse_value(key, text) for key, text in args.items()}
+        if not files:
+            dataset = overrides.get("dataset", config_keys()["dataset"].hparam.default)
+            files = default_files(dataset)
         cfg = load_config(files, overrides)
         seeds = () if seeds is None else parse_seeds(seeds)
         check_launch(cfg, command)
@@ -286,6 +317,15 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.exit(1, f"bdr-avalanche: error: {_one_line(err)}\n")
     _execute(parser, command, cfg, methods, overwrite, seeds)
     return 0
+
+
+def _presets_table() -> str:
+    """The presets' names and descriptions, one a line, aligned."""
+    from .config import describe, preset_names
+
+    names = preset_names()
+    width = max(map(len, names))
+    return "".join(f"{name:<{width}}  {describe(name)}\n" for name in names)
 
 
 def _set_up_logging(verbose: bool) -> None:

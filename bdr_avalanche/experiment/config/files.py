@@ -3,7 +3,9 @@
 A file holds a mapping of keys; a record's fields are a nested mapping
 (``bdr: {m1: 0.6}``) or dotted keys (``bdr.m1: 0.6``). A file may name the
 files it extends with ``inherit:`` (relative to itself; its own keys win,
-field by field for the records). Only a regular file of at most
+field by field for the records). A file is named by a path or, where no
+file has that path, by a preset's name (:mod:`.presets`: ``digits``,
+``cifar100/base``). Only a regular file of at most
 :data:`MAX_CONFIG_BYTES` is read, and every problem is one
 :class:`~.messages.ConfigError` line that names the file.
 """
@@ -19,10 +21,11 @@ from typing import Any
 import yaml
 
 from .messages import ConfigError, _os_problem, _quote, _show, _yaml_problem
+from .presets import _hint, find_preset
 from .schema import ExperimentConfig, config_keys, flatten, nest, unknown_keys
 from .types import type_name
 
-__all__ = ["MAX_CONFIG_BYTES", "load_config"]
+__all__ = ["MAX_CONFIG_BYTES", "load_config", "locate", "read_file"]
 
 MAX_CONFIG_BYTES = 1 << 20
 """The largest config file that is read (1 MiB; a config is a few lines)."""
@@ -33,16 +36,47 @@ def load_config(
 ) -> ExperimentConfig:
     """Merge YAML ``files`` (later ones win) and ``overrides`` (dotted keys
     or records' mappings) over the defaults; raise :class:`ConfigError`
-    for unknown keys or bad values."""
+    for unknown keys or bad values. Each of ``files`` is a path or, where
+    no file has that path, a preset's name (:func:`locate`)."""
     values: dict[Any, Any] = {}
     for file in files:
-        values.update(_read_yaml(Path(file)))
+        values.update(_read_yaml(locate(file)))
     values.update(flatten(overrides or {}))
     unknown = unknown_keys(values, see="see --help")
     if unknown:
         raise ConfigError(unknown)
     values = {k: _float_from_text(k, v) for k, v in values.items()}
     return ExperimentConfig(**nest(values))
+
+
+def read_file(given: str | Path) -> dict[str, Any]:
+    """The keys that the config file ``given`` (a path or a preset's name)
+    sets, with those it inherits, records' fields as dotted keys; not
+    checked against each other (:func:`load_config` does)."""
+    return _read_yaml(locate(given))
+
+
+def locate(given: str | Path, folder: Path | None = None, by: str = "") -> Path:
+    """The config file that ``given`` names: the path ``given`` (relative to
+    ``folder``, for ``inherit:``) if something is there, else the preset of
+    that name; raise :class:`ConfigError`, with the close preset names,
+    where there is neither (``by``: who inherits it, for the message). A
+    path that cannot be looked at (a parent without permission, a NUL
+    character) is returned as it is, for the reading to name the problem."""
+    path = Path(given) if folder is None else folder / given
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        preset = find_preset(str(given))
+        if preset is not None:
+            return preset
+        raise ConfigError(
+            f"config file {_show(path)}{by} does not exist and is not a preset "
+            f"name{_hint(str(given))}"
+        ) from None
+    except (OSError, ValueError):
+        pass
+    return path
 
 
 def _float_from_text(key: str, value: Any) -> Any:
@@ -83,7 +117,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         )
     merged: dict[str, Any] = {}
     for parent in parents:
-        merged.update(_read_yaml(path.parent / parent, (*seen, path)))
+        inherited_by = f" (inherited by {_show(path)})"
+        parent_path = locate(parent, path.parent, inherited_by)
+        merged.update(_read_yaml(parent_path, (*seen, path)))
     data = flatten(data)
     unknown = unknown_keys(data, f" in {_show(path)}", "see --help for the keys")
     if unknown:
