@@ -39,7 +39,7 @@ ICARL_ORDER = [
     42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18, 94, 11, 12, 47, 25, 30, 46,
     62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57, 33,
 ]  # fmt: skip
-"""The iCaRL order of CIFAR-100 and ImageNet-Subset (ALGORITHMS.md)."""
+"""The iCaRL order of CIFAR-100 and ImageNet-Subset (Rebuffi et al., 2017)."""
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ZIP = REPO.parent / "shared" / "data" / "tiny-imagenet-100.zip"

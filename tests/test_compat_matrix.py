@@ -1,9 +1,9 @@
 """BDR, CwD and LUCIR in every Avalanche strategy of the compatibility table.
 
 For every (strategy family, plugin) of
-:data:`bdr_avalanche.plugins.compat.COMPATIBILITY` (the README's table) one
-test builds the strategy on a tiny model and stream and checks what the
-table says:
+:data:`bdr_avalanche.plugins.compat.COMPATIBILITY` (the table of
+``docs/plugins.md``) one test builds the strategy on a tiny model and
+stream and checks what the table says:
 
 - **refused**: ``strategy.train`` raises
   :class:`~bdr_avalanche.plugins.compat.IncompatibleStrategyError`, naming
@@ -439,9 +439,9 @@ def test_every_family_and_plugin_is_in_the_table():
     assert all(set(row) == set(PLUGINS) for row in COMPATIBILITY.values())
 
 
-def test_readme_shows_the_table():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert markdown_table() in readme
+def test_plugin_guide_shows_the_table():
+    guide = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    assert markdown_table() in guide
 
 
 def _raises_before_training(strategy, experience, error, match) -> None:

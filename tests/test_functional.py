@@ -1,9 +1,9 @@
 """Checks of ``bdr_avalanche.functional`` against plain reference code.
 
 The references (:mod:`reference.formulas`) are deliberately naive float64
-implementations of the formulas in ``ALGORITHMS.md`` (Python loops over
-classes or samples), written independently of the vectorised functions
-under test.
+implementations of the papers' formulas (written out in ``docs/math.md``),
+with Python loops over classes or samples, written independently of the
+vectorised functions under test.
 """
 
 from __future__ import annotations

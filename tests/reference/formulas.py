@@ -1,4 +1,4 @@
-"""Float64 loop references of the formulas of ``ALGORITHMS.md``.
+"""Float64 loop references of the papers' formulas (``docs/math.md``).
 
 Each function is a deliberately naive implementation (Python loops over
 classes or samples) written from the formula, independently of the
