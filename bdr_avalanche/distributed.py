@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, TypeVar
+from collections.abc import Sized
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -235,7 +236,7 @@ def extract_features(
     shards are gathered and interleaved back into dataset order, so every
     process gets the same tensors as one process would.
     """
-    world, n = world_size(), len(dataset)
+    world, n = world_size(), len(cast(Sized, dataset))  # a dataset with a length
     if not is_distributed():
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         return recorder.extract(model, loader, device)

@@ -3,8 +3,9 @@
 Every function here is side-effect free and works on batched tensors with
 no Python loop over samples and no host synchronisation (no ``.item()``,
 no data-dependent shapes), so the plugins can call them at every training
-step on any device. Notation follows ``ALGORITHMS.md``: ``K`` classes,
-``d``-dimensional penultimate features ``f(x)``.
+step on any device. Notation follows the documentation's math page
+(``docs/math.md``): ``K`` classes, ``d``-dimensional penultimate features
+``f(x)``.
 
 Precision: the functions accept float16/bfloat16 inputs (features coming out
 of an autocast model) and may run inside ``torch.autocast``; they compute in

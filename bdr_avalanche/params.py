@@ -24,10 +24,16 @@ before either is imported.
 from __future__ import annotations
 
 import inspect
+import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import dataclass_transform
 
 from ._checks import (
     check_fraction,
@@ -228,16 +234,30 @@ class Params:
 
 
 T = TypeVar("T", bound=type)
+D = TypeVar("D")
 
 
+class _Documented(Protocol):
+    """What :func:`document_hparams` decorates: a class (or a function)
+    with the record whose fields it takes as keyword arguments."""
+
+    @property
+    def PARAMS(self) -> type[Params]: ...
+
+
+_DocumentedT = TypeVar("_DocumentedT", bound=_Documented)
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True)
 def params(cls: T) -> T:
     """Class decorator: a keyword-only, frozen :class:`Params` dataclass
     whose docstring lists its fields (:func:`document_hparams`)."""
-    cls = dataclass(frozen=True, kw_only=True)(cls)
+    # dataclass() returns the class it is given, which mypy cannot tell
+    cls = cast(T, dataclass(frozen=True, kw_only=True)(cls))
     return _add_param_lines(cls, hparams_of(cls))
 
 
-def document_hparams(cls: T) -> T:
+def document_hparams(cls: _DocumentedT) -> _DocumentedT:
     """Class decorator for a class that takes the fields of its record
     ``cls.PARAMS`` as keyword arguments (a plugin): add their ``:param``
     lines to its docstring, so that Sphinx and ``help()`` show the texts
@@ -245,7 +265,7 @@ def document_hparams(cls: T) -> T:
     return _add_param_lines(cls, hparams_of(cls.PARAMS))
 
 
-def _add_param_lines(cls: T, table: Mapping[str, HParam]) -> T:
+def _add_param_lines(cls: D, table: Mapping[str, HParam]) -> D:
     """Put a ``:param name: help`` line per entry of ``table`` before the
     first ``:param`` line of ``cls``'s docstring (or at its end)."""
     lines = inspect.cleandoc(cls.__doc__ or "").splitlines()

@@ -118,6 +118,7 @@ class HerdingBuffer(ExemplarsBuffer):
         """With a fixed total, the budget; per class, the number of
         exemplars the memory holds (read-only)."""
         if self.fixed_total:
+            assert self._budget is not None  # set by ExemplarsBuffer.__init__
             return self._budget
         return len(self._buffer)
 
@@ -145,6 +146,7 @@ class HerdingBuffer(ExemplarsBuffer):
         class ids)."""
         classes = sorted(set(classes))
         if not self.fixed_total:
+            assert self.mem_per_class is not None  # given instead of max_size
             return dict.fromkeys(classes, self.mem_per_class)
         base, extra = divmod(self.max_size, max(len(classes), 1))
         return {c: base + (i < extra) for i, c in enumerate(classes)}

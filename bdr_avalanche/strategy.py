@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
+from avalanche.benchmarks.scenarios import CLExperience
 from avalanche.core import BasePlugin
 from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
@@ -121,6 +122,9 @@ class LUCIR(FreshOptimizerMixin, DistributedMixin, SpeedMixin, SupervisedTemplat
     PLUGIN_FAMILY: ClassVar[Family] = Family.LUCIR
     """How the plugins see this strategy
     (:func:`~bdr_avalanche.plugins._adapters.identify`)."""
+
+    model: CosineIncrementalNet  # the template's attributes, as LUCIR sets them
+    experience: CLExperience
 
     def __init__(
         self,

@@ -113,7 +113,7 @@ def make_baseline(
         cosine_head=_cosine_head(name, cosine_head),
     )
     if hasattr(backbone, "last_relu"):
-        backbone.last_relu = True
+        backbone.last_relu = True  # type: ignore[assignment]  # torch: Tensor | Module
     setup.speed.compile_backbone(backbone)
     logger.info("baseline %s: %s", name, MEMORY_MATCHING[name])
     return baseline.build(setup, own)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from avalanche.core import BasePlugin
 from avalanche.models import IncrementalClassifier
@@ -167,7 +167,8 @@ class Setup:
     @property
     def out_dim(self) -> int:
         """The size of the backbone's features."""
-        return int(self.backbone.out_dim)
+        # an attribute of the backbone, which torch types as Tensor | Module
+        return int(cast(int, self.backbone.out_dim))
 
     def plugins(
         self, schedule: LRSchedulerPlugin, *own: BasePlugin
@@ -265,8 +266,10 @@ def register(
         REGISTRY[name] = Baseline(name, factory, record)
         if record is None:
             return factory
-        factory.PARAMS = record  # what document_hparams reads, as on a class
-        return document_hparams(factory)
+        # a function takes attributes, which mypy does not model
+        documented: Any = factory
+        documented.PARAMS = record  # what document_hparams reads, as on a class
+        return document_hparams(documented)
 
     return add
 

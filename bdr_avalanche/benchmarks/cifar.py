@@ -38,6 +38,7 @@ __all__ = ["CIFAR100_URL", "DEFAULT", "CIFAR100Pickles", "split_cifar100"]
 logger = logging.getLogger(__name__)
 
 SPEC = DATASETS["cifar100"]
+assert SPEC.classes is not None  # given by its spec, not counted
 NUM_CLASSES = SPEC.classes
 CIFAR100_URL = CIFAR100.url
 """https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"""

@@ -31,6 +31,7 @@ AVALANCHE_PRIVATE = (
 )
 
 SPEC = DATASETS["digits"]
+assert SPEC.classes is not None and SPEC.increment is not None  # given by its spec
 NUM_CLASSES = SPEC.classes
 
 

@@ -60,19 +60,26 @@ def _digits(dataset_root: str | os.PathLike | None) -> str:
     return f"arrays {digest.hexdigest()}"
 
 
+def _root(dataset_root: str | os.PathLike | None) -> Path:
+    """The folder of a dataset that is not embedded."""
+    if dataset_root is None:
+        raise ValueError("dataset_root is required for this dataset's fingerprint")
+    return Path(dataset_root).expanduser()
+
+
 def _cifar100(dataset_root: str | os.PathLike | None) -> str:
     from .cifar import FILES, FOLDER
 
-    folder = Path(dataset_root).expanduser() / FOLDER
+    folder = _root(dataset_root) / FOLDER
     return _files({name: folder / name for name in FILES})
 
 
 def _imagenet(dataset_root: str | os.PathLike | None) -> str:
-    return _tree(Path(dataset_root).expanduser())
+    return _tree(_root(dataset_root))
 
 
 def _imagefolder(dataset_root: str | os.PathLike | None) -> str:
-    path = Path(dataset_root).expanduser()
+    path = _root(dataset_root)
     if path.suffix.lower() != ".zip":
         return _tree(path)
     from ._archive import _stamp

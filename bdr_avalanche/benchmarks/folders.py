@@ -85,7 +85,7 @@ class FolderTree:
         """Sorted names of the class folders: the sub-folders and the links
         to folders outside the tree (a link back into the tree, or to a
         folder holding it, is skipped with a warning)."""
-        roots = {self.real: None}
+        roots: dict[str, str | None] = {self.real: None}
         holders = _holders(roots)
         names = []
         for entry in self._list(self.folder):
@@ -394,6 +394,7 @@ def folder_samples(
         def is_valid_file(path: str) -> bool:
             return path.lower().endswith(suffixes)
 
+    assert is_valid_file is not None  # given, or built from extensions above
     tree = FolderTree(os.path.expanduser(os.fspath(directory)))
     samples, skipped = tree.samples(class_to_idx, is_valid_file)
     available = {index for _, index in samples}

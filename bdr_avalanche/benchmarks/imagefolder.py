@@ -33,6 +33,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -72,6 +73,7 @@ AVALANCHE_PRIVATE = (
 logger = logging.getLogger(__name__)
 
 SPEC = DATASETS["imagefolder"]
+assert SPEC.shrink_below is not None and SPEC.resolution is not None  # by its spec
 FULL_RESOLUTION = SPEC.shrink_below
 """From this resolution on, images get the ImageNet crops and are not
 shrunk when loaded."""
@@ -84,7 +86,7 @@ LAYOUT = (
 
 _CHUNK = 256
 
-_Split = ImageFolder | TaskAwareSupervisedClassificationDataset
+_Split: TypeAlias = ImageFolder | TaskAwareSupervisedClassificationDataset
 """A split as loaded: read from the files, or decoded into memory."""
 
 

@@ -49,6 +49,7 @@ __all__ = ["split_imagenet"]
 logger = logging.getLogger(__name__)
 
 SPEC = DATASETS["imagenet"]
+assert SPEC.classes is not None and SPEC.resolution is not None  # given by its spec
 NUM_CLASSES = SPEC.classes
 
 LAYOUT = (

@@ -138,7 +138,9 @@ def _imagenet_recipe(resolution: int, in_memory: bool) -> Recipe:
 
 
 def _imagefolder_recipe(resolution: int, in_memory: bool) -> Recipe:
-    if resolution >= DATASETS["imagefolder"].shrink_below:
+    shrink_below = DATASETS["imagefolder"].shrink_below
+    assert shrink_below is not None  # its spec below sets it
+    if resolution >= shrink_below:
         return imagenet_recipe(resolution)
     return small_image_recipe(resolution, "uint8" if in_memory else "pil_uint8")
 
@@ -221,6 +223,8 @@ class DatasetSpec:
             return self.backbone
         if resolution is None:
             resolution = self.resolution
+        # a spec without a default backbone has a default resolution
+        assert resolution is not None
         return LARGE_BACKBONE if resolution >= LARGE_FROM else SMALL_BACKBONE
 
     def sizes(
@@ -231,6 +235,7 @@ class DatasetSpec:
         from the split that ``seed`` draws) without loading any image."""
         if self.smallest_class is not None and self.classes is not None:
             return self.classes, self.smallest_class
+        assert self.class_sizes is not None  # a spec that counts names a counter
         counts = self.class_sizes(dataset_root=dataset_root, seed=seed)
         counts = list(counts.values() if isinstance(counts, dict) else counts)
         return len(counts), min(counts)
@@ -239,6 +244,10 @@ class DatasetSpec:
         """The classes per phase; raises :func:`class_split`'s ``ValueError``."""
         if classes is None:
             classes = self.classes
+        if classes is None:
+            raise TypeError(
+                f"{self.name}'s classes are counted: pass classes (from sizes())"
+            )
         return class_split(classes, n_base, n_phases, dataset=self.name)[1]
 
     def check_n_base(self, n_base: int) -> None:
@@ -273,6 +282,7 @@ def class_split(
     given, step = (
         ("n_phases", n_phases) if increment is None else ("increment", increment)
     )
+    assert step is not None  # exactly one of the two is given (checked above)
     check_positive_int(given, step)
     rest = num_classes - n_base
     if rest <= 0 or rest % step:

@@ -75,10 +75,19 @@ def torchvision_transforms(
     compose = transforms.Compose if recipe.pixels == "pil" else v2.Compose
     train = [*head, *crop, *flip, *tail]
     evaluate = [*head, *resize, *tail]
-    return tuple(
-        None if not steps else steps[0] if len(steps) == 1 else compose(steps)
-        for steps in (train, evaluate)
-    )
+
+    def pipeline(steps: list[Callable]) -> Callable | None:
+        return None if not steps else steps[0] if len(steps) == 1 else compose(steps)
+
+    return pipeline(train), pipeline(evaluate)
+
+
+def _normalising(recipe: Recipe) -> tuple[Callable, Callable]:
+    """:func:`torchvision_transforms` of a recipe whose images are scaled
+    and normalised, so that both transforms have steps."""
+    train, evaluate = torchvision_transforms(recipe)
+    assert train is not None and evaluate is not None  # both end in Normalize
+    return train, evaluate
 
 
 def cifar100_transforms() -> tuple[Callable, Callable]:
@@ -87,7 +96,7 @@ def cifar100_transforms() -> tuple[Callable, Callable]:
     Train: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
     Normalize; eval: ToTensor, Normalize.
     """
-    return torchvision_transforms(DATASETS["cifar100"].recipe())
+    return _normalising(DATASETS["cifar100"].recipe())
 
 
 def imagenet_transforms(resolution: int = 224) -> tuple[Callable, Callable]:
@@ -97,7 +106,7 @@ def imagenet_transforms(resolution: int = 224) -> tuple[Callable, Callable]:
     Normalize; eval: Resize(round(resolution * 8 / 7)) (256 for 224),
     CenterCrop(resolution), ToTensor, Normalize.
     """
-    return torchvision_transforms(imagenet_recipe(resolution))
+    return _normalising(imagenet_recipe(resolution))
 
 
 def small_image_transforms(
@@ -113,4 +122,4 @@ def small_image_transforms(
     so both kinds of input give identical results).
     """
     recipe = small_image_recipe(resolution, "pil_uint8" if from_pil else "uint8")
-    return torchvision_transforms(recipe)
+    return _normalising(recipe)

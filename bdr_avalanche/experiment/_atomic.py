@@ -31,7 +31,7 @@ from typing import IO, Any
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module, or None where missing
 
 __all__ = ["WriteError", "atomic_write", "remove_stale_temporaries", "write_text"]
 

@@ -259,6 +259,7 @@ def check_cache_folder(
     """
     cache = Path(os.path.realpath(BaseCache.folder(cfg)))
     if results_folder is None:
+        assert cfg.name is not None  # resolved
         results_folder = Path(cfg.output_dir) / cfg.name
     own = Path(os.path.realpath(results_folder))
     if cache == own or own in cache.parents:

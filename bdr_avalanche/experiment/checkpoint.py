@@ -71,7 +71,9 @@ class CheckpointError(RuntimeError):
 def rng_state() -> dict[str, Any]:
     """The states of Python's, NumPy's and torch's global generators (and
     CUDA's when available), as tensors and plain values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    legacy = np.random.get_state(legacy=True)  # noqa: NPY002
+    assert isinstance(legacy, tuple)  # the global generator is a MT19937
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

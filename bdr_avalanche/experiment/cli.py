@@ -85,7 +85,7 @@ def _add_config_options(
 
     by_preset = _default_preset_values()
 
-    groups = {
+    groups: dict[str | None, argparse._ArgumentGroup] = {
         None: parser.add_argument_group(
             "configuration keys (override the config files; each value is read "
             "by its key's type: 5, 0.1, true/false, text as written; lists as "
@@ -150,7 +150,7 @@ class _Parser(argparse.ArgumentParser):
         """Print the usage and the (cut) message; exit with status 2."""
         super().error(_cut(message))
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         """``argparse``'s, but an option that is a config key's old flat
         name (``--cwd_coef``) gets one line, as a bad config key does:
         "did you mean --cwd.coef"."""
@@ -309,6 +309,7 @@ def _main(argv: Sequence[str] | None) -> int:
             name = (
                 cfg.resolved().name if command == "run" else comparison_name(cfg, seeds)
             )
+            assert name is not None  # resolved() names every run
             check_not_in_use(Path(cfg.output_dir) / name)
         _import_avalanche()
     except (ConfigError, RunFolderError) as err:
@@ -366,6 +367,7 @@ def _execute(
         if command == "run":
             run_experiment(cfg, overwrite=overwrite)
         else:
+            assert methods is not None  # compare's --methods has a default
             names = [m.strip() for m in methods.split(",") if m.strip()]
             run_comparison(cfg, names, overwrite=overwrite, seeds=seeds or None)
     except (

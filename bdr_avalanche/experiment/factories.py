@@ -75,6 +75,7 @@ def build_benchmark(cfg: ExperimentConfig):
     """The class-incremental stream the (resolved) config names, built by
     its dataset's spec."""
     spec = DATASETS[cfg.dataset]
+    assert cfg.n_base is not None and cfg.n_phases is not None  # resolved
     try:
         spec.check_n_base(cfg.n_base)
         # the classes per phase, where the classes are known before reading
@@ -117,16 +118,20 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     check_speed(cfg)
     spec = DATASETS[cfg.dataset]
+    assert cfg.n_base is not None and cfg.n_phases is not None  # resolved
     try:
         spec.check_n_base(cfg.n_base)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     limit = spec.shrink_below
-    if cfg.in_memory and spec.in_memory is None and cfg.resolution >= limit:
-        raise ConfigError(
-            f"in_memory=true needs resolution < {limit} (images are "
-            f"kept shrunk in memory); got resolution={cfg.resolution}"
-        )
+    if cfg.in_memory and spec.in_memory is None:
+        # held in memory on request: shrunk below a limit, to a resolution
+        assert limit is not None and cfg.resolution is not None
+        if cfg.resolution >= limit:
+            raise ConfigError(
+                f"in_memory=true needs resolution < {limit} (images are "
+                f"kept shrunk in memory); got resolution={cfg.resolution}"
+            )
     num_classes, smallest = spec.sizes(cfg.dataset_root, cfg.class_order_seed)
     try:
         spec.split(cfg.n_base, cfg.n_phases, num_classes)
@@ -214,6 +219,7 @@ def amp_dtype(cfg: ExperimentConfig, device: torch.device) -> torch.dtype | None
 
 def build_backbone(cfg: ExperimentConfig) -> nn.Module:
     """The (resolved) config's backbone, randomly initialised."""
+    assert cfg.backbone is not None  # resolved
     channels = DATASETS[cfg.dataset].channels
     if cfg.backbone == "small_cnn":
         return SmallCNN(in_channels=channels, width=cfg.width)

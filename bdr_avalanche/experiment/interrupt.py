@@ -18,12 +18,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TypedDict
 
 __all__ = ["SIGNALS", "Interrupted", "catch_signals", "deferred"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state = {"depth": 0, "pending": None}
+
+class _State(TypedDict):
+    depth: int  # how many deferred blocks are open
+    pending: int | None  # the signal received in them, raised when they end
+
+
+_state: _State = {"depth": 0, "pending": None}
 
 
 class Interrupted(KeyboardInterrupt):

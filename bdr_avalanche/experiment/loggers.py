@@ -90,6 +90,9 @@ class WandBLogger(_AvalancheWandBLogger):
         ``disabled``; a ``mode`` in ``params`` wins.
     """
 
+    init_kwargs: dict[str, Any] | None
+    """Avalanche's: the keyword arguments of ``wandb.init``."""
+
     def __init__(
         self,
         project_name: str = "Avalanche",

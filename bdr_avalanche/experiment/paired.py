@@ -122,8 +122,8 @@ def mean_gradient_share(results: Results) -> float | None:
     the run recorded none."""
     history = results.get(SHARE) or []
     values = [_number(v) for epochs in history[1:] for v in epochs]
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+    numbers = [v for v in values if v is not None]
+    return statistics.fmean(numbers) if numbers else None
 
 
 def _difference(with_value: Any, without_value: Any) -> float | None:

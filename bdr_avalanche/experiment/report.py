@@ -460,7 +460,7 @@ def plot_prior_trace(
 def save_prior_trace(records: Sequence[PriorTraceRecord], path: Path) -> None:
     """The prior traces as NumPy arrays: ``exp{t}_steps`` (S,),
     ``exp{t}_prior`` (S, K), ``exp{t}_old_classes``, ``exp{t}_new_classes``."""
-    arrays = {}
+    arrays: dict[str, Any] = {}  # keyword arguments of savez_compressed
     for r in records:
         arrays[f"exp{r.experience}_steps"] = r.steps.numpy()
         arrays[f"exp{r.experience}_prior"] = r.prior.numpy()

@@ -119,9 +119,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
     hold the base-model cache is refused (:func:`~.check_cache_folder`).
     """
     cfg = cfg.resolved()
-    device = process_device(cfg)
-    validate(cfg)
-    check_cache_folder(cfg)
+    assert cfg.name is not None  # resolved() names every run
+    device = _checked(cfg)
     run_dir = Path(cfg.output_dir) / cfg.name
     folder = _open_folder(run_dir)
     # the experience in progress; resumable from the run's checkpoint, the cache
@@ -158,6 +157,15 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False) -> dict[str, 
             folder.close()
     _log_summary(cfg.name, summary)
     return summary
+
+
+def _checked(cfg: ExperimentConfig) -> torch.device:
+    """The run's device, once the resolved ``cfg`` is validated and its
+    folder checked against the base-model cache."""
+    device = process_device(cfg)
+    validate(cfg)
+    check_cache_folder(cfg)
+    return device
 
 
 def _log_summary(name: str, summary: dict[str, Any]) -> None:

@@ -151,7 +151,8 @@ def _swap_last_block(block: nn.Module) -> bool:
         block.__class__ = _SlimBasicBlock
     else:
         return False
-    block.apply_relu = False
+    # torch types the values of a module's attributes as Tensor | Module
+    block.apply_relu = False  # type: ignore[assignment]
     return True
 
 
@@ -181,7 +182,8 @@ def remove_last_relu(backbone: nn.Module) -> bool:
         any final ReLU was kept.
     """
     if hasattr(backbone, "last_relu"):
-        backbone.last_relu = False
+        # torch types the values of a module's attributes as Tensor | Module
+        backbone.last_relu = False  # type: ignore[assignment]
         return True
     if _is_torchvision_resnet(backbone) or _is_slim_resnet(backbone):
         layer4 = getattr(backbone, "layer4", None)

@@ -13,6 +13,8 @@ negative. The blocks are torchvision's, and so is the ImageNet ResNet-18.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
@@ -136,7 +138,7 @@ class CifarResNet(_LastReLUMixin, nn.Module):
         return nn.Sequential(*layers)
 
     def _last_block(self) -> BasicBlock:
-        return self.layer3[-1]
+        return cast(BasicBlock, self.layer3[-1])  # _make_stage builds BasicBlocks
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -91,7 +91,7 @@ LogitOffset = Callable[[int], "Tensor | None"]
 
 class Family(enum.Enum):
     """The kinds of strategy the plugins tell apart; the value is the name
-    used in messages and in the README's compatibility table."""
+    used in messages and in the compatibility table (``docs/plugins.md``)."""
 
     LUCIR = "LUCIR (bdr_avalanche)"
     NAIVE_CONCAT = "Naive + ConcatReplayPlugin"
@@ -182,7 +182,7 @@ class StepRecorder(FeatureRecorder):
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         super()._hook(module, inputs, output)
-        self._recent.append(self.features)
+        self._recent.append(self.get())  # the features just recorded
         self.calls += 1
 
     def recent(self, n: int) -> list[Tensor]:
@@ -362,7 +362,7 @@ class _ReplayPluginAdapter(StrategyAdapter):
     ``BiCPlugin``: a memory batch from the plugin's storage policy is
     concatenated to every data batch from the second experience on."""
 
-    kinds: tuple[type, ...] = (ReplayPlugin, BiCPlugin)
+    kinds: tuple[type[Any], ...] = (ReplayPlugin, BiCPlugin)
 
     def separate_memories(self, strategy: SupervisedTemplate) -> list[AvalancheDataset]:
         return [

@@ -17,9 +17,9 @@ Counts are those of this process; the caller sums them over processes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
@@ -154,7 +154,8 @@ def _device_part(loader: DeviceBatchLoader) -> _Part:
 def _torch_part(loader: DataLoader) -> _Part:
     """A ``DataLoader`` with its default batch sampler over a random,
     sequential or distributed sampler."""
-    sampler, n = loader.sampler, len(loader.dataset)
+    # torch types a loader's dataset without __len__; these datasets have one
+    sampler, n = loader.sampler, len(cast(Sized, loader.dataset))
     if not isinstance(loader.batch_sampler, BatchSampler) or loader.batch_size is None:
         raise ValueError(
             _unknown(loader, f"batch sampler {type(loader.batch_sampler)}")

@@ -34,8 +34,9 @@ __all__ = ["BDRPlugin"]
 _STATE = ("prior", "phase_counts", "centres", "scatters")
 
 
+# Avalanche is untyped: mypy checks the keyword against object.__init_subclass__
 @document_hparams
-class BDRPlugin(SupervisedPlugin, supports_distributed=True):
+class BDRPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Adds BDR's per-class prior :math:`\pi` to the logits inside the
     training loss of every experience after the first:
     :math:`L_{task}(z + \pi, y)`. Nothing is added at evaluation.
@@ -45,8 +46,10 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     faster than it is "reconstructed"). :math:`\pi` mixes each class's share
     :math:`\psi` of the labels the loss trains on with its normalised
     inverse feature scatter :math:`\omega` (see
-    :func:`~bdr_avalanche.functional.bdr_log_prior`), which raises the loss
-    of frequent classes and lowers that of rare ones.
+    :func:`~bdr_avalanche.functional.bdr_log_prior`). A sample of a
+    frequent class then has its own logit raised and a smaller loss, one of
+    a rare class has its rivals' logits raised and a larger loss, so the
+    scarce memory samples keep a larger share of the gradient.
 
     - At the start of an experience ``t > 0`` (its first epoch, once every
       plugin has set up the experience's loader): class centres and
@@ -208,15 +211,16 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
 
         try:
             with torch.no_grad():
-                counts = sums = None
+                counts: Tensor | None = None
+                sums: Tensor | None = None
                 for features, labels, num_classes in features_and_labels():
-                    if counts is None:
+                    if counts is None or sums is None:
                         counts = features.new_zeros(num_classes)
                         sums = features.new_zeros(num_classes, features.shape[1])
                     b_counts, b_sums = class_sums(features, labels, num_classes)
                     counts += b_counts
                     sums += b_sums
-                if counts is None:
+                if counts is None or sums is None:
                     raise ValueError("BDR: the experience has no training data")
                 counts, sums = sum_over_ranks(counts), sum_over_ranks(sums)
                 centres = sums / counts.clamp_min(1.0)[:, None]
@@ -234,16 +238,19 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):
     def after_forward(self, strategy: SupervisedTemplate, **kwargs):
         if self.prior is None:
             return
+        counts, centres, scatters = self.phase_counts, self.centres, self.scatters
+        # measured with the phase's first prior
+        assert counts is not None and centres is not None and scatters is not None
         features, labels = self._adapter.features_and_labels(strategy, self._features)
         self.centres, self.scatters = update_class_statistics(
-            self.phase_counts,
-            self.centres,
-            self.scatters,
+            counts,
+            centres,
+            scatters,
             gather_batch(features.detach()),
             gather_batch(labels),
         )
         p = self.params
-        estimate = bdr_log_prior(self.phase_counts, self.scatters, p.m2, p.tau)
+        estimate = bdr_log_prior(counts, self.scatters, p.m2, p.tau)
         self.prior = torch.lerp(estimate, self.prior, p.momentum)
         self._adapter.after_forward(strategy)
 

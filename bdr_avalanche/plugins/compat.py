@@ -2,7 +2,8 @@
 
 :data:`COMPATIBILITY` is the one statement of it: the plugins check a
 strategy against it before the first training step
-(:func:`check_strategy`), the README's table is :func:`markdown_table`, and
+(:func:`check_strategy`), the plugin guide's table (``docs/plugins.md``)
+is :func:`markdown_table`, and
 ``tests/test_compat_matrix.py`` runs every entry.
 
 BDR is defined for memory-replay training, where the memory and the new
@@ -99,8 +100,8 @@ _NO_MEMORY_LUCIR = (
 )
 _UNKNOWN = (
     "the plugin does not know how this strategy trains on its memory; "
-    "it supports the strategies of the table in the README's "
-    "'Compatibility with Avalanche's strategies'"
+    "it supports the strategies of the compatibility table in "
+    "docs/plugins.md"
 )
 
 COMPATIBILITY: Mapping[Family, Mapping[str, Support]] = {
@@ -272,6 +273,7 @@ def check_strategy(plugin: str, strategy: SupervisedTemplate) -> StrategyAdapter
     """
     adapter = adapter_for(strategy)
     family = adapter.family
+    assert family is not None  # adapter_for identifies the strategy's family
     support = COMPATIBILITY[family][plugin]
     if not support.works:
         raise IncompatibleStrategyError(
@@ -356,7 +358,8 @@ def check_model(plugin: str, model: nn.Module, feature_layer: str) -> nn.Module:
 
 
 def markdown_table() -> str:
-    """:data:`COMPATIBILITY` as a Markdown table (the README's)."""
+    """:data:`COMPATIBILITY` as a Markdown table (the plugin guide's,
+    ``docs/plugins.md``)."""
     lines = [
         "| strategy | " + " | ".join(PLUGINS) + " |",
         "|---" * (len(PLUGINS) + 1) + "|",

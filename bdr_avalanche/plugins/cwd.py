@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 __all__ = ["CwDPlugin"]
 
 
+# Avalanche is untyped: mypy checks the keyword against object.__init_subclass__
 @document_hparams
-class CwDPlugin(SupervisedPlugin, supports_distributed=True):
+class CwDPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Adds :math:`\eta\,L_{cwd}` to the loss of the *first* training
     experience only: :math:`L_{cwd}` decorrelates the dimensions of the
     penultimate features within each class of the batch (see

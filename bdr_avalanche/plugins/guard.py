@@ -41,7 +41,8 @@ class NonPositiveScaleError(NonFiniteLossError):
     """
 
 
-class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
+# Avalanche is untyped: mypy checks the keyword against object.__init_subclass__
+class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Raises :class:`NonFiniteLossError`, naming the loss terms and the
     experience, as soon as a training loss term is NaN or infinite; raises
     :class:`NonPositiveScaleError`, naming the experience and the value,
@@ -107,19 +108,20 @@ class FiniteLossGuard(SupervisedPlugin, supports_distributed=True):
         bad = sum_over_ranks(torch.stack(flags).int())
         parts = [bad.float()] + ([torch.stack(scales).to(bad.device)] if scales else [])
         read = torch.cat(parts).cpu()  # one sync
-        bad, values = read[: len(flags)].bool().tolist(), read[len(flags) :].tolist()
+        flagged = read[: len(flags)].bool().tolist()
+        values = read[len(flags) :].tolist()
         where = (
             f"in experience {strategy.experience.current_experience}, epoch "
             f"{strategy.clock.train_exp_epochs + 1}"
         )
-        failed = [n for n, b in zip(names, bad[: len(names)], strict=True) if b]
+        failed = [n for n, b in zip(names, flagged[: len(names)], strict=True) if b]
         if failed:
             raise NonFiniteLossError(
                 f"non-finite loss term(s) {', '.join(failed)} {where}; training "
                 "stopped. Try a lower learning rate, or full precision if mixed "
                 "precision is on"
             )
-        for head, flag, value in zip(heads, bad[len(names) :], values, strict=True):
+        for head, flag, value in zip(heads, flagged[len(names) :], values, strict=True):
             if flag:
                 raise NonPositiveScaleError(
                     f"the cosine scale sigma of {head!r} fell to {value:.4g} (<= 0) "

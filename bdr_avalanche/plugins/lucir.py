@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import torch
 from avalanche.benchmarks.scenarios.online import OnlineCLExperience
@@ -27,8 +27,19 @@ if TYPE_CHECKING:
 __all__ = ["LUCIRPlugin"]
 
 
+class _CosineHead(Protocol):
+    """What LUCIR reads of the model's cosine head."""
+
+    @property
+    def sigma(self) -> Tensor: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+# Avalanche is untyped: mypy checks the keyword against object.__init_subclass__
 @document_hparams
-class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
+class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Adds LUCIR's two distillation terms to the loss of every experience
     after the first:
 
@@ -106,7 +117,7 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         """The last step's ``less_forget`` and ``margin_ranking`` terms."""
         self._features = StepRecorder(feature_layer)
         self._old_features = FeatureRecorder(feature_layer)
-        self._head: nn.Module | None = None
+        self._head: _CosineHead | None = None
         self._adapter = StrategyAdapter()
         self._owner: weakref.ref | None = None  # the strategy the state is of
 
@@ -118,7 +129,7 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         head = self._find_head(strategy.model)
         self._bind(strategy, head)
 
-    def _bind(self, strategy: SupervisedTemplate, head: nn.Module) -> None:
+    def _bind(self, strategy: SupervisedTemplate, head: _CosineHead) -> None:
         """Make ``strategy`` the owner of the state: forget the state of
         another strategy when ``strategy``'s model has learned no class yet
         (a new run), refuse otherwise."""
@@ -223,6 +234,7 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
         with torch.no_grad(), autocast():
             self.old_model(step.all_inputs)
         features = step.all_features
+        assert self._head is not None  # set with a previous model, before the epochs
         lf = self.lambda_ * less_forget_loss(features, self._old_features.get())
         scores = step.all_outputs / self._head.sigma
         p = self.params
@@ -267,11 +279,11 @@ class LUCIRPlugin(SupervisedPlugin, supports_distributed=True):
             self.old_model = frozen_copy(model)
             self.old_model.load_state_dict(state["old_model"])
 
-    def _find_head(self, model: nn.Module) -> nn.Module:
+    def _find_head(self, model: nn.Module) -> _CosineHead:
         head = get_submodule(model, self.head_layer, "head_layer")
         if not hasattr(head, "sigma") or not hasattr(head, "num_classes"):
             raise TypeError(
                 f"LUCIRPlugin needs a cosine head with `sigma` and `num_classes` at "
                 f"{self.head_layer!r}, got {type(head).__name__}"
             )
-        return head
+        return cast(_CosineHead, head)  # has both, checked above

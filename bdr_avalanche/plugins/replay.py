@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 __all__ = ["ConcatReplayPlugin"]
 
 
-class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche is untyped: mypy checks the keyword against object.__init_subclass__
+class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Rehearsal as in iCaRL, LUCIR and BDR: the memory is concatenated to
     the new data and the union is shuffled by the ordinary data loader, so
     old and new samples share each mini-batch in proportion to their counts.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ from ..benchmarks.specs import DATASETS, Recipe
 
 _CIFAR = DATASETS["cifar100"].recipe()
 _IMAGENET = DATASETS["imagenet"].recipe()
+assert _CIFAR.padding is not None  # CIFAR's crop is a padded one
+_CIFAR_PADDING = _CIFAR.padding
 
 __all__ = [
     "BatchAugment",
@@ -351,17 +354,17 @@ def _affine(
 ) -> tuple[Tensor, Tensor]:
     """CPU float32 ``(scale, shift)`` of shape ``(C, 1, 1)`` with
     ``(x / value_scale - mean) / std == x * scale + shift``."""
-    mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
-    std = torch.as_tensor(std, dtype=torch.float64).flatten()
-    if mean.numel() != channels or std.numel() != channels:
+    mean_t = torch.as_tensor(mean, dtype=torch.float64).flatten()
+    std_t = torch.as_tensor(std, dtype=torch.float64).flatten()
+    if mean_t.numel() != channels or std_t.numel() != channels:
         raise ValueError(
             f"mean and std need {channels} values (one per channel), "
-            f"got {mean.numel()} and {std.numel()}"
+            f"got {mean_t.numel()} and {std_t.numel()}"
         )
-    if not bool((std > 0).all()):
-        raise ValueError(f"std must be > 0, got {std.tolist()}")
-    scale = (1.0 / (value_scale * std)).view(-1, 1, 1)
-    shift = (-mean / std).view(-1, 1, 1)
+    if not bool((std_t > 0).all()):
+        raise ValueError(f"std must be > 0, got {std_t.tolist()}")
+    scale = (1.0 / (value_scale * std_t)).view(-1, 1, 1)
+    shift = (-mean_t / std_t).view(-1, 1, 1)
     return scale.float(), shift.float()
 
 
@@ -444,15 +447,16 @@ class BatchAugment(nn.Module):
         )
         _check_range("scale", scale, positive=False)
         _check_range("ratio", ratio, positive=True)
-        self.crop_scale, self.crop_ratio = tuple(scale), tuple(ratio)
+        # pairs, as checked
+        self.crop_scale, self.crop_ratio = (scale[0], scale[1]), (ratio[0], ratio[1])
         self.flip = check_fraction("flip", flip)
         self.antialias = antialias
         self.dtype = dtype
         self.generator = generator
         # The crops keep the 0..255 scale (roi_align's float output too).
-        scale, shift = _affine(mean, std, len(mean), 255.0)
-        self.register_buffer("norm_scale", scale, persistent=False)
-        self.register_buffer("norm_shift", shift, persistent=False)
+        norm_scale, norm_shift = _affine(mean, std, len(mean), 255.0)
+        self.register_buffer("norm_scale", norm_scale, persistent=False)
+        self.register_buffer("norm_shift", norm_shift, persistent=False)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, train: bool = True, **kwargs) -> BatchAugment:
@@ -463,6 +467,7 @@ class BatchAugment(nn.Module):
         their final size (no resize, no centre crop)."""
         if not train:
             return cls.evaluation(recipe.mean, recipe.std, **kwargs)
+        crop_: dict[str, Any]
         if recipe.padding is None:
             crop_ = {"resized_crop": recipe.size}
         else:
@@ -474,7 +479,7 @@ class BatchAugment(nn.Module):
         cls,
         mean: Sequence[float] = _CIFAR.mean,
         std: Sequence[float] = _CIFAR.std,
-        padding: int = _CIFAR.padding,
+        padding: int = _CIFAR_PADDING,
         **kwargs,
     ) -> BatchAugment:
         """RandomCrop(H, padding) + RandomHorizontalFlip + normalisation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -46,11 +47,11 @@ class DistributedStrategyProtocol(
 
         def _obtain_common_dataloader_parameters(self, **kwargs: Any) -> dict: ...
 
-        def _before_training_exp(self, **kwargs: Any) -> None: ...
-
-        def _before_training_epoch(self, **kwargs: Any) -> None: ...
-
-        def _after_training_exp(self, **kwargs: Any) -> None: ...
+        # callables rather than methods: the mixin calls them through
+        # super(), which mypy refuses for a protocol method's empty body
+        _before_training_exp: Callable[..., None]
+        _before_training_epoch: Callable[..., None]
+        _after_training_exp: Callable[..., None]
 
 
 class DistributedMixin(DistributedStrategyProtocol):
@@ -67,6 +68,9 @@ class DistributedMixin(DistributedStrategyProtocol):
     :class:`~bdr_avalanche.training.FastInputMixin`, whose device loader
     it shards through :meth:`input_shard`).
     """
+
+    dataloader: Iterable[Any]
+    """The template's loader of the current experience."""
 
     def __init__(self, **kwargs) -> None:
         self._ddp: DistributedDataParallel | None = None

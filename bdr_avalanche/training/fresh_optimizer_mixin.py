@@ -41,7 +41,9 @@ class FreshOptimizerProtocol(SupervisedStrategyProtocol[Any, Any, Tensor], Proto
 
         def model_adaptation(self, model: nn.Module | None = None) -> nn.Module: ...
 
-        def _after_training_epoch(self, **kwargs: Any) -> None: ...
+        # a callable rather than a method: the mixin calls it through
+        # super(), which mypy refuses for a protocol method's empty body
+        _after_training_epoch: Callable[..., None]
 
 
 class FreshOptimizerMixin(FreshOptimizerProtocol):
@@ -112,8 +114,9 @@ class FreshOptimizerMixin(FreshOptimizerProtocol):
                 f"{', '.join(changed)} set the default SGD, which optimizer= "
                 "replaces: set them on the optimizer (or its factory) instead"
             )
-        opt = optimizer
-        if not isinstance(optimizer, Optimizer):
+        if isinstance(optimizer, Optimizer):
+            opt = optimizer
+        else:
             if not callable(optimizer):
                 raise TypeError(
                     "optimizer must be a torch.optim.Optimizer or a callable that "

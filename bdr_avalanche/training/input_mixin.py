@@ -3,6 +3,9 @@ images kept on the device, augmented there."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from torch import nn
@@ -57,6 +60,10 @@ class FastInputMixin(SpeedStrategyProtocol):
         float) batch, run on the device; ``None``: the template's loader.
     """
 
+    dataloader: Iterable[Any]
+    """The training loader of the current experience (the template's
+    attribute): a device loader, or the template's own."""
+
     def __init__(self, *, batch_augment: nn.Module | None = None, **kwargs) -> None:
         self.batch_augment = batch_augment
         super().__init__(**kwargs)
@@ -97,7 +104,7 @@ class FastInputMixin(SpeedStrategyProtocol):
         )
 
     def make_train_dataloader(
-        self, shuffle: bool = True, drop_last: bool = False, **kwargs
+        self, *, shuffle: bool = True, drop_last: bool = False, **kwargs
     ) -> None:
         """A :class:`~bdr_avalanche.training.fast_input.DeviceBatchLoader` over the
         adapted dataset with ``batch_augment``, else the template's loader

@@ -19,7 +19,7 @@ import typing
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from ...benchmarks.specs import DATASETS as DATASET_SPECS
 from ...benchmarks.specs import ICARL_SEED, help_texts
@@ -310,7 +310,7 @@ class ExperimentConfig(TrainingParams):
         backbone = self.backbone
         if backbone is None:
             backbone = spec.default_backbone(resolution)
-        values = {
+        values: dict[str, Any] = {
             "n_base": spec.n_base if self.n_base is None else self.n_base,
             "n_phases": spec.n_phases if self.n_phases is None else self.n_phases,
             "backbone": backbone,
@@ -354,7 +354,8 @@ class ExperimentConfig(TrainingParams):
 
 
 GROUPS: dict[str, type[Params]] = {
-    f.name: f.default_factory
+    # a record's field has its class as default_factory
+    f.name: cast("type[Params]", f.default_factory)
     for f in fields(ExperimentConfig)
     if "hparam" not in f.metadata
 }
