@@ -25,4 +25,4 @@ lint:
 # The documentation (mkdocs.yml); --strict: a warning, such as a broken
 # link or API reference, fails the build. The site is written to site/.
 docs:
-	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/mkdocs" build --strict --quiet --site-dir site
+	@venv=$$(scripts/bootstrap.sh) && "$$venv/bin/mkdocs" build --strict --site-dir site
