@@ -242,15 +242,16 @@ class BDRPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[ca
         # measured with the phase's first prior
         assert counts is not None and centres is not None and scatters is not None
         features, labels = self._adapter.features_and_labels(strategy, self._features)
-        self.centres, self.scatters = update_class_statistics(
+        centres, scatters = update_class_statistics(
             counts,
             centres,
             scatters,
             gather_batch(features.detach()),
             gather_batch(labels),
         )
+        self.centres, self.scatters = centres, scatters
         p = self.params
-        estimate = bdr_log_prior(counts, self.scatters, p.m2, p.tau)
+        estimate = bdr_log_prior(counts, scatters, p.m2, p.tau)
         self.prior = torch.lerp(estimate, self.prior, p.momentum)
         self._adapter.after_forward(strategy)
 

@@ -20,6 +20,7 @@ which are the paper's CIFAR-100 protocol.
 from __future__ import annotations
 
 import difflib
+import functools
 from importlib.resources import files
 from pathlib import Path
 
@@ -65,10 +66,19 @@ def presets_folder() -> Path:
 
 def preset_names() -> list[str]:
     """Every preset's name, sorted (``base`` presets included)."""
+    return list(_names())
+
+
+@functools.cache
+def _names() -> tuple[str, ...]:
+    """The presets' names, read from the folder once: the package's files
+    do not change while it runs."""
     folder = presets_folder()
-    return sorted(
-        path.relative_to(folder).with_suffix("").as_posix()
-        for path in folder.rglob(f"*{SUFFIX}")
+    return tuple(
+        sorted(
+            path.relative_to(folder).with_suffix("").as_posix()
+            for path in folder.rglob(f"*{SUFFIX}")
+        )
     )
 
 
@@ -76,7 +86,7 @@ def find_preset(name: str) -> Path | None:
     """The file of the preset ``name`` (with or without ``.yaml``), or
     ``None`` when no preset has that name."""
     name = name.removesuffix(SUFFIX)
-    if name not in preset_names():
+    if name not in _names():
         return None
     return presets_folder().joinpath(*name.split("/")).with_suffix(SUFFIX)
 
@@ -114,7 +124,7 @@ def close_presets(text: str, n: int = 3) -> list[str]:
     name = text.strip().removesuffix(SUFFIX)
     if not name or len(name) > _MATCH_LIMIT:
         return []
-    names = preset_names()
+    names = _names()
     folder, _, tail = name.rpartition("/")
     by_tail = folder not in {n.rpartition("/")[0] for n in names} - {""}
 
