@@ -265,6 +265,26 @@ def test_a_setting_of_the_first_experience_is_not_shared(tmp_path, setting):
     assert other["base_model"]["cache"] != first["base_model"]["cache"]
 
 
+def test_the_cpu_thread_count_is_part_of_the_key():
+    """A CPU's thread count orders the floating-point sums, so a first
+    experience trained with one count is not the one another count trains."""
+    cfg = ExperimentConfig(**TINY).resolved()
+    validate(cfg)
+    benchmark = build_benchmark(cfg)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = base_settings(cfg, benchmark, cpu), base_settings(cfg, benchmark, cuda)
+        torch.set_num_threads(2)
+        two = base_settings(cfg, benchmark, cpu), base_settings(cfg, benchmark, cuda)
+    finally:
+        torch.set_num_threads(threads)
+    assert (one[0]["cpu_threads"], two[0]["cpu_threads"]) == (1, 2)
+    assert one[0] != two[0]
+    assert one[1] == two[1]  # not read on a GPU
+
+
 # -- the data ------------------------------------------------------------
 def test_every_dataset_has_a_data_fingerprint():
     assert set(FINGERPRINTS) == set(DATASETS)

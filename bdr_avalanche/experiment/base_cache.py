@@ -140,8 +140,8 @@ def base_settings(
     """Everything that decides the first experience of the (resolved)
     ``cfg`` on ``benchmark`` (its stream) and ``device``, as plain values:
     the keys of :data:`FIRST_EXPERIENCE_KEYS`, as they act, and the
-    versions, the checkpoint format and the number of processes (see
-    :func:`first_experience_settings`)."""
+    versions, the checkpoint format, the number of processes and, on a
+    CPU, of threads (see :func:`first_experience_settings`)."""
     first = benchmark.train_stream[0]
     return first_experience_settings(
         cfg,
@@ -205,6 +205,9 @@ def first_experience_settings(
         **_method_settings(cfg),
         "device": device.type,
         "world_size": distributed.world_size(),
+        # on a CPU the thread count orders the floating-point sums: a run
+        # repeats to the last digit only with the same count
+        "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,
         "fast_input": fast_input,
         "amp": None if amp is None else str(amp),
         "channels_last": cfg.channels_last,

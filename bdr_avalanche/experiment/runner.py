@@ -382,6 +382,7 @@ class _Session:
             "method": cfg.method,
             "dataset": cfg.dataset,
             "device": str(self.device),
+            "cpu_threads": torch.get_num_threads(),
             "versions": _versions(),
             **run_summary(results, self.classes_seen, self.times),
             "base_model": dict(self.base_record),
